@@ -1,0 +1,332 @@
+"""The store contract every backend fulfils.
+
+Public methods take the raw session id, hash it with :meth:`Store.key` and call
+the backend's primitives (the ``_``-prefixed abstract methods) with the digest.
+The raw id therefore never reaches a database, a log line or a key name.
+
+Time is wall-clock seconds (``time.time()``) so that several processes agree on
+expiry. A record whose ``expires_at`` has passed is treated as absent by every
+operation even before :meth:`Store.cleanup_expired` removes it.
+
+The event-log half keeps durable SSE streams: each stream of a session has
+events numbered 1, 2, 3… (``seq``), a :class:`StreamState` with the producer's
+lease, and goes away with its session.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import hmac
+import inspect
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, ClassVar
+
+import anyio
+
+from ..errors import ConflictError, InvalidStateError, SessionNotFoundError
+from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
+
+StateChange = (
+    Mapping[str, JSONValue]
+    | Callable[[dict[str, JSONValue]], dict[str, JSONValue]]
+    | Callable[[dict[str, JSONValue]], Awaitable[dict[str, JSONValue]]]
+)
+"""What :meth:`Store.update` accepts: keys to merge, or a function old state → new state."""
+
+DEFAULT_UPDATE_RETRIES = 200
+DEFAULT_PAGE_SIZE = 100
+DEFAULT_POLL_INTERVAL = 0.05
+
+
+def check_state(state: object) -> dict[str, JSONValue]:
+    """Return ``state`` if it is a JSON-encodable dict, else raise InvalidStateError."""
+    if not isinstance(state, dict):
+        raise InvalidStateError(f"session state must be a dict, not {type(state).__name__}")
+    try:
+        json.dumps(state)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStateError(f"session state is not JSON-encodable: {exc}") from exc
+    return state
+
+
+class Store(abc.ABC):
+    """Where session records and their SSE events live.
+
+    Subclasses declare the URL ``schemes`` they serve and implement the abstract
+    primitives; everything else (hashing ids, clocks, merge-or-function updates
+    with compare-and-swap retries, polling live waits) is shared here.
+    """
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+
+    def __init__(self, *, secret: str | bytes | None = None) -> None:
+        if isinstance(secret, str):
+            secret = secret.encode()
+        self._secret = secret or None
+        self._clock: Callable[[], float] = time.time
+
+    # -- identity --------------------------------------------------------------
+
+    def key(self, session_id: str) -> str:
+        """The digest a session is stored under: SHA-256, or HMAC-SHA-256 with ``secret``."""
+        raw = session_id.encode()
+        if self._secret is not None:
+            return hmac.new(self._secret, raw, hashlib.sha256).hexdigest()
+        return hashlib.sha256(raw).hexdigest()
+
+    def now(self) -> float:
+        return self._clock()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and create the schema if needed. Idempotent."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. Idempotent; the store may be opened again."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- sessions: public API ----------------------------------------------------
+
+    async def create(self, session_id: str, record: SessionRecord) -> SessionRecord:
+        """Store a new session; raises SessionExistsError if the id is taken."""
+        stored = record.evolve(key=self.key(session_id), version=1)
+        check_state(stored.state)
+        await self._insert(stored)
+        return stored
+
+    async def load(self, session_id: str) -> SessionRecord | None:
+        """The session, or None when it is unknown or expired."""
+        return await self._get(self.key(session_id), self.now())
+
+    async def save(self, session_id: str, record: SessionRecord) -> SessionRecord:
+        """Overwrite a live session with ``record`` (last writer wins); returns what was stored.
+
+        Raises SessionNotFoundError if the session is gone. Use :meth:`update`
+        when concurrent writers must not lose each other's changes.
+        """
+        key = self.key(session_id)
+        check_state(record.state)
+        current = await self._get(key, self.now())
+        if current is None:
+            raise SessionNotFoundError("session not found")
+        stored = record.evolve(key=key, version=current.version + 1)
+        await self._put(stored)
+        return stored
+
+    async def update(
+        self,
+        session_id: str,
+        change: StateChange,
+        *,
+        retries: int = DEFAULT_UPDATE_RETRIES,
+    ) -> SessionRecord:
+        """Atomically change a session's state and return the new record.
+
+        ``change`` is a mapping merged into the state, or a function (sync or
+        async) from the current state to the new one; a function may run more
+        than once when writers race. Raises SessionNotFoundError if the session
+        is gone and ConflictError if every retry lost its compare-and-swap.
+        """
+        key = self.key(session_id)
+        for attempt in range(retries):
+            current = await self._get(key, self.now())
+            if current is None:
+                raise SessionNotFoundError("session not found")
+            new_state = await _apply(change, current.state)
+            stored = current.evolve(state=new_state, version=current.version + 1)
+            if await self._compare_and_swap(stored, current.version):
+                return stored
+            await anyio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+        raise ConflictError(f"update lost its compare-and-swap {retries} times")
+
+    async def update_meta(self, session_id: str, change: StateChange) -> SessionRecord:
+        """Like :meth:`update`, on the middleware's private ``meta`` dict."""
+        key = self.key(session_id)
+        for attempt in range(DEFAULT_UPDATE_RETRIES):
+            current = await self._get(key, self.now())
+            if current is None:
+                raise SessionNotFoundError("session not found")
+            new_meta = await _apply(change, current.meta)
+            stored = current.evolve(meta=new_meta, version=current.version + 1)
+            if await self._compare_and_swap(stored, current.version):
+                return stored
+            await anyio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+        raise ConflictError("meta update lost its compare-and-swap")
+
+    async def touch(self, session_id: str, ttl: float | None = None) -> bool:
+        """Slide the session's expiry (by ``ttl``, else its own); False if it is gone."""
+        now = self.now()
+        return await self._touch(self.key(session_id), now, ttl)
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the session and all its events. Idempotent; True if it existed."""
+        return await self._delete(self.key(session_id))
+
+    async def list_active(
+        self, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> Page:
+        """One page of live sessions, ordered by key; never loads the whole set."""
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        return await self._list(limit, cursor, self.now())
+
+    async def count_active(self) -> int:
+        """How many sessions are live (pages through :meth:`list_active`)."""
+        total, cursor = 0, None
+        while True:
+            page = await self.list_active(limit=1000, cursor=cursor)
+            total += len(page.records)
+            if page.next_cursor is None:
+                return total
+            cursor = page.next_cursor
+
+    async def cleanup_expired(self) -> int:
+        """Remove expired sessions (and their events); returns how many sessions went."""
+        return await self._cleanup(self.now())
+
+    # -- events: public API ------------------------------------------------------
+
+    async def open_stream(self, session_id: str, state: StreamState) -> StreamState:
+        """Create the stream, or take it over (new owner, lease, request id) keeping its events.
+
+        Raises SessionNotFoundError if the session is gone.
+        """
+        return await self._open_stream(self.key(session_id), state)
+
+    async def load_stream(self, session_id: str, stream_id: str) -> StreamState | None:
+        return await self._load_stream(self.key(session_id), stream_id)
+
+    async def renew_stream(self, session_id: str, stream_id: str, lease_expires: float) -> None:
+        await self._renew_stream(self.key(session_id), stream_id, lease_expires)
+
+    async def finish_stream(self, session_id: str, stream_id: str) -> None:
+        """Mark the stream done: its final response is stored; followers may stop."""
+        await self._finish_stream(self.key(session_id), stream_id)
+
+    async def append_event(
+        self,
+        session_id: str,
+        stream_id: str,
+        data: str,
+        *,
+        event: str | None = None,
+        max_events: int | None = None,
+    ) -> StoredEvent:
+        """Store one event at the stream's next seq and return it.
+
+        With ``max_events`` the oldest events beyond that many are trimmed (and
+        the stream's ``first_seq`` moves on). Raises SessionNotFoundError if the
+        session is gone and StreamNotFoundError if the stream was never opened.
+        """
+        return await self._append_event(self.key(session_id), stream_id, data, event, max_events)
+
+    async def read_events(
+        self, session_id: str, stream_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Events of the stream with ``seq > after_seq``, oldest first, at most ``limit``."""
+        return await self._read_events(self.key(session_id), stream_id, after_seq, limit)
+
+    async def wait_events(
+        self,
+        session_id: str,
+        stream_id: str,
+        after_seq: int,
+        timeout: float,
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        """Like :meth:`read_events`, but wait up to ``timeout`` seconds for one to arrive.
+
+        The default polls every ``poll_interval`` seconds; backends with a push
+        channel (Redis blocking reads, PostgreSQL LISTEN) override it.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            events = await self.read_events(session_id, stream_id, after_seq, limit)
+            remaining = deadline - time.monotonic()
+            if events or remaining <= 0:
+                return events
+            await anyio.sleep(min(self.poll_interval, remaining))
+
+    # -- primitives each backend implements (keyed by digest) ----------------------
+
+    @abc.abstractmethod
+    async def _insert(self, record: SessionRecord) -> None:
+        """Insert; raise SessionExistsError if a live record has that key.
+
+        An expired record under the same key may be replaced.
+        """
+
+    @abc.abstractmethod
+    async def _get(self, key: str, now: float) -> SessionRecord | None:
+        """The live record, or None when absent or expired at ``now``."""
+
+    @abc.abstractmethod
+    async def _put(self, record: SessionRecord) -> None:
+        """Overwrite unconditionally."""
+
+    @abc.abstractmethod
+    async def _compare_and_swap(self, record: SessionRecord, expected_version: int) -> bool:
+        """Write ``record`` only if the stored version is ``expected_version``."""
+
+    @abc.abstractmethod
+    async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
+        """Set last_accessed=now, expires_at=now+(ttl or the record's ttl); update ttl if given."""
+
+    @abc.abstractmethod
+    async def _delete(self, key: str) -> bool:
+        """Delete the record and every stream and event of it."""
+
+    @abc.abstractmethod
+    async def _list(self, limit: int, cursor: str | None, now: float) -> Page: ...
+
+    @abc.abstractmethod
+    async def _cleanup(self, now: float) -> int: ...
+
+    @abc.abstractmethod
+    async def _open_stream(self, key: str, state: StreamState) -> StreamState: ...
+
+    @abc.abstractmethod
+    async def _load_stream(self, key: str, stream_id: str) -> StreamState | None: ...
+
+    @abc.abstractmethod
+    async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None: ...
+
+    @abc.abstractmethod
+    async def _finish_stream(self, key: str, stream_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def _append_event(
+        self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
+    ) -> StoredEvent: ...
+
+    @abc.abstractmethod
+    async def _read_events(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> list[StoredEvent]: ...
+
+
+async def _apply(change: StateChange, current: dict[str, JSONValue]) -> dict[str, JSONValue]:
+    if isinstance(change, Mapping):
+        return check_state(merge_state(current, change))
+    result: Any = change(dict(current))
+    if inspect.isawaitable(result):
+        result = await result
+    return check_state(result)

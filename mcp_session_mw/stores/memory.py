@@ -1,0 +1,208 @@
+"""In-process store: for tests and single-process servers that need no restart safety."""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field, replace
+
+import anyio
+
+from ..errors import SessionExistsError, SessionNotFoundError, StreamNotFoundError
+from ..records import Page, SessionRecord, StoredEvent, StreamState
+from .base import Store
+
+
+@dataclass
+class _Stream:
+    state: StreamState
+    events: list[StoredEvent] = field(default_factory=list)
+    changed: anyio.Event = field(default_factory=anyio.Event)
+
+
+class MemoryStore(Store):
+    """Keeps everything in dicts of this process. ``memory://`` selects it.
+
+    Every operation completes without awaiting, so each is atomic with respect
+    to other tasks of the event loop. Live waits are woken the moment an event
+    is appended.
+    """
+
+    schemes = ("memory",)
+
+    def __init__(self, *, secret: str | bytes | None = None) -> None:
+        super().__init__(secret=secret)
+        self._records: dict[str, SessionRecord] = {}
+        self._sorted_keys: list[str] = []
+        self._streams: dict[str, dict[str, _Stream]] = {}
+
+    def _live(self, key: str, now: float) -> SessionRecord | None:
+        record = self._records.get(key)
+        if record is None or record.is_expired(now):
+            return None
+        return record
+
+    def _remember(self, record: SessionRecord) -> None:
+        if record.key not in self._records:
+            bisect.insort(self._sorted_keys, record.key)
+        self._records[record.key] = record
+
+    async def _insert(self, record: SessionRecord) -> None:
+        if self._live(record.key, self.now()) is not None:
+            raise SessionExistsError("session already exists")
+        self._forget(record.key)
+        self._remember(record)
+
+    async def _get(self, key: str, now: float) -> SessionRecord | None:
+        return self._live(key, now)
+
+    async def _put(self, record: SessionRecord) -> None:
+        self._remember(record)
+
+    async def _compare_and_swap(self, record: SessionRecord, expected_version: int) -> bool:
+        current = self._live(record.key, self.now())
+        if current is None or current.version != expected_version:
+            return False
+        self._records[record.key] = record
+        return True
+
+    async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
+        record = self._live(key, now)
+        if record is None:
+            return False
+        new_ttl = record.ttl if ttl is None else ttl
+        self._records[key] = record.evolve(last_accessed=now, expires_at=now + new_ttl, ttl=new_ttl)
+        return True
+
+    def _forget(self, key: str) -> bool:
+        existed = self._records.pop(key, None) is not None
+        if existed:
+            index = bisect.bisect_left(self._sorted_keys, key)
+            del self._sorted_keys[index]
+        for stream in self._streams.pop(key, {}).values():
+            stream.changed.set()
+        return existed
+
+    async def _delete(self, key: str) -> bool:
+        live = self._live(key, self.now()) is not None
+        self._forget(key)
+        return live
+
+    async def _list(self, limit: int, cursor: str | None, now: float) -> Page:
+        start = 0 if cursor is None else bisect.bisect_right(self._sorted_keys, cursor)
+        records: list[SessionRecord] = []
+        index = start
+        while index < len(self._sorted_keys) and len(records) < limit:
+            record = self._records[self._sorted_keys[index]]
+            if not record.is_expired(now):
+                records.append(record)
+            index += 1
+        more = index < len(self._sorted_keys)
+        return Page(records, records[-1].key if more and records else None)
+
+    async def _cleanup(self, now: float) -> int:
+        expired = [key for key, record in self._records.items() if record.is_expired(now)]
+        for key in expired:
+            self._forget(key)
+        return len(expired)
+
+    def _stream(self, key: str, stream_id: str) -> _Stream:
+        if self._live(key, self.now()) is None:
+            raise SessionNotFoundError("session not found")
+        stream = self._streams.get(key, {}).get(stream_id)
+        if stream is None:
+            raise StreamNotFoundError("stream not found")
+        return stream
+
+    async def _open_stream(self, key: str, state: StreamState) -> StreamState:
+        if self._live(key, self.now()) is None:
+            raise SessionNotFoundError("session not found")
+        streams = self._streams.setdefault(key, {})
+        existing = streams.get(state.stream_id)
+        if existing is None:
+            new_state = StreamState(
+                stream_id=state.stream_id,
+                request_id=state.request_id,
+                owner=state.owner,
+                lease_expires=state.lease_expires,
+            )
+            streams[state.stream_id] = _Stream(new_state)
+            return new_state
+        existing.state = StreamState(
+            stream_id=state.stream_id,
+            request_id=state.request_id,
+            owner=state.owner,
+            lease_expires=state.lease_expires,
+            first_seq=existing.state.first_seq,
+            last_seq=existing.state.last_seq,
+            done=False,
+        )
+        self._wake(existing)
+        return existing.state
+
+    async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
+        if self._live(key, self.now()) is None:
+            return None
+        stream = self._streams.get(key, {}).get(stream_id)
+        return None if stream is None else stream.state
+
+    async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
+        stream = self._stream(key, stream_id)
+        stream.state = replace(stream.state, lease_expires=lease_expires)
+
+    async def _finish_stream(self, key: str, stream_id: str) -> None:
+        stream = self._stream(key, stream_id)
+        stream.state = replace(stream.state, done=True)
+        self._wake(stream)
+
+    async def _append_event(
+        self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
+    ) -> StoredEvent:
+        stream = self._stream(key, stream_id)
+        stored = StoredEvent(stream_id, stream.state.last_seq + 1, data, event)
+        stream.events.append(stored)
+        first_seq = stream.state.first_seq
+        if max_events is not None and len(stream.events) > max_events:
+            drop = len(stream.events) - max_events
+            del stream.events[:drop]
+            first_seq = stream.events[0].seq
+        stream.state = replace(stream.state, last_seq=stored.seq, first_seq=first_seq)
+        self._wake(stream)
+        return stored
+
+    async def _read_events(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> list[StoredEvent]:
+        if self._live(key, self.now()) is None:
+            return []
+        stream = self._streams.get(key, {}).get(stream_id)
+        if stream is None:
+            return []
+        events = stream.events
+        # seq values are consecutive, so the position of after_seq is arithmetic.
+        start = max(0, after_seq - (events[0].seq - 1)) if events else 0
+        return events[start : start + limit]
+
+    async def wait_events(
+        self,
+        session_id: str,
+        stream_id: str,
+        after_seq: int,
+        timeout: float,
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        key = self.key(session_id)
+        with anyio.move_on_after(timeout):
+            while True:
+                events = await self._read_events(key, stream_id, after_seq, limit)
+                if events:
+                    return events
+                stream = self._streams.get(key, {}).get(stream_id)
+                if stream is None or stream.state.done:
+                    return []
+                await stream.changed.wait()
+        return []
+
+    @staticmethod
+    def _wake(stream: _Stream) -> None:
+        stream.changed.set()
+        stream.changed = anyio.Event()

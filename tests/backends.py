@@ -1,0 +1,103 @@
+"""The one table of store backends the contract suite runs over.
+
+Each entry builds a store in a namespace of its own (a table prefix, a key
+prefix) so that concurrent runs never see each other, can build further stores
+on the *same* namespace with their own connections, and removes everything it
+made afterwards.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from mcp_session_mw.stores import MemoryStore, Store, create_store
+
+from .services import MARIADB_URL, POSTGRES_URL, REDIS_URL, need_service, unavailable
+
+
+@dataclass(frozen=True)
+class Backend:
+    """How to build, share and wipe one kind of store in a test."""
+
+    name: str
+    build: Callable[[str, Path], Awaitable[Store]]
+    """(namespace, tmp_path) -> an opened store; call again for another connection."""
+    destroy: Callable[[Store], Awaitable[None]]
+    """Remove everything the namespace holds (tables, keys)."""
+    service: str | None = None
+    module: str | None = None
+    shared_instance: bool = False
+    """True when every build of a namespace returns the same object (memory)."""
+
+    def check_available(self) -> None:
+        if self.module is not None and importlib.util.find_spec(self.module) is None:
+            unavailable(f"the {self.module} driver is not installed")
+        if self.service is not None:
+            need_service(self.service)
+
+
+_memory: dict[str, MemoryStore] = {}
+
+
+async def _build_memory(namespace: str, tmp_path: Path) -> Store:
+    return _memory.setdefault(namespace, MemoryStore())
+
+
+async def _destroy_memory(store: Store) -> None:
+    for name, candidate in list(_memory.items()):
+        if candidate is store:
+            del _memory[name]
+
+
+def _sql(url_for: Callable[[Path], str]) -> Callable[[str, Path], Awaitable[Store]]:
+    async def build(namespace: str, tmp_path: Path) -> Store:
+        store = create_store(url_for(tmp_path), table_prefix=f"t{namespace}_")
+        await store.open()
+        return store
+
+    return build
+
+
+async def _destroy_sql(store: Store) -> None:
+    await store.drop_schema()  # type: ignore[attr-defined]
+    await store.close()
+
+
+async def _build_redis(namespace: str, tmp_path: Path) -> Store:
+    store = create_store(REDIS_URL, prefix=f"test:{namespace}:")
+    await store.open()
+    return store
+
+
+async def _destroy_redis(store: Store) -> None:
+    await store.purge()  # type: ignore[attr-defined]
+    await store.close()
+
+
+BACKENDS: list[Backend] = [
+    Backend("memory", _build_memory, _destroy_memory, shared_instance=True),
+    Backend(
+        "sqlite",
+        _sql(lambda tmp: f"sqlite+aiosqlite:///{tmp / 'sessions.db'}"),
+        _destroy_sql,
+        module="aiosqlite",
+    ),
+    Backend(
+        "postgresql",
+        _sql(lambda tmp: POSTGRES_URL),
+        _destroy_sql,
+        service="postgresql",
+        module="asyncpg",
+    ),
+    Backend(
+        "mariadb",
+        _sql(lambda tmp: MARIADB_URL),
+        _destroy_sql,
+        service="mariadb",
+        module="asyncmy",
+    ),
+    Backend("redis", _build_redis, _destroy_redis, service="redis", module="redis"),
+]

@@ -1,0 +1,396 @@
+"""The store contract, run against every backend in tests/backends.py."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+
+from mcp_session_mw import (
+    ConflictError,
+    InvalidStateError,
+    SessionExistsError,
+    SessionNotFoundError,
+    SessionRecord,
+    StreamNotFoundError,
+    StreamState,
+)
+from mcp_session_mw.stores import Store
+
+from ..conftest import StoreFactory
+
+pytestmark = pytest.mark.anyio
+
+
+def new_record(ttl: float = 60.0, **state: object) -> SessionRecord:
+    now = time.time()
+    return SessionRecord(
+        key="",
+        protocol_version="2025-11-25",
+        requested_protocol_version="2025-11-25",
+        client_info={"name": "contract", "version": "1"},
+        capabilities={"sampling": {}},
+        principal=None,
+        created_at=now,
+        last_accessed=now,
+        expires_at=now + ttl,
+        ttl=ttl,
+        state=dict(state),
+    )
+
+
+# -- sessions ------------------------------------------------------------------
+
+
+async def test_create_then_load_round_trips(store: Store) -> None:
+    created = await store.create("sid-1", new_record(count=1, nested={"a": [1, "é"]}))
+    loaded = await store.load("sid-1")
+    assert loaded is not None
+    assert loaded == created
+    assert loaded.state == {"count": 1, "nested": {"a": [1, "é"]}}
+    assert loaded.client_info == {"name": "contract", "version": "1"}
+    assert loaded.capabilities == {"sampling": {}}
+    assert loaded.version == 1
+
+
+async def test_key_is_a_digest_never_the_raw_id(store: Store) -> None:
+    created = await store.create("raw-session-id", new_record())
+    assert created.key == store.key("raw-session-id")
+    assert "raw-session-id" not in created.key
+    assert len(created.key) == 64
+
+
+async def test_load_unknown_is_none(store: Store) -> None:
+    assert await store.load("never-created") is None
+
+
+async def test_create_twice_raises(store: Store) -> None:
+    await store.create("dup", new_record(v=1))
+    with pytest.raises(SessionExistsError):
+        await store.create("dup", new_record(v=2))
+    loaded = await store.load("dup")
+    assert loaded is not None
+    assert loaded.state == {"v": 1}
+
+
+async def test_expired_session_is_absent_everywhere(store: Store) -> None:
+    await store.create("short", new_record(ttl=0.3))
+    await store.create("long", new_record(ttl=60))
+    await anyio.sleep(0.5)
+    assert await store.load("short") is None
+    assert await store.touch("short") is False
+    with pytest.raises(SessionNotFoundError):
+        await store.update("short", {"x": 1})
+    page = await store.list_active(limit=10)
+    assert [r.key for r in page.records] == [store.key("long")]
+
+
+async def test_touch_slides_expiry(store: Store) -> None:
+    await store.create("t", new_record(ttl=1.0))
+    before = await store.load("t")
+    assert before is not None
+    await anyio.sleep(0.6)
+    assert await store.touch("t") is True
+    await anyio.sleep(0.6)
+    after = await store.load("t")
+    assert after is not None, "touch did not extend the session"
+    assert after.expires_at > before.expires_at
+    assert after.last_accessed > before.last_accessed
+
+
+async def test_touch_with_ttl_changes_ttl(store: Store) -> None:
+    await store.create("t2", new_record(ttl=60))
+    assert await store.touch("t2", ttl=0.3) is True
+    loaded = await store.load("t2")
+    assert loaded is not None
+    assert loaded.ttl == pytest.approx(0.3)
+    await anyio.sleep(0.5)
+    assert await store.load("t2") is None
+
+
+async def test_save_overwrites_and_bumps_version(store: Store) -> None:
+    created = await store.create("s", new_record(a=1))
+    saved = await store.save("s", created.evolve(state={"b": 2}))
+    assert saved.version == created.version + 1
+    loaded = await store.load("s")
+    assert loaded is not None
+    assert loaded.state == {"b": 2}
+    assert loaded.version == saved.version
+
+
+async def test_save_missing_raises(store: Store) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await store.save("nobody", new_record())
+
+
+async def test_update_merges_mapping(store: Store) -> None:
+    await store.create("u", new_record(a=1, b=2))
+    updated = await store.update("u", {"b": 3, "c": 4})
+    assert updated.state == {"a": 1, "b": 3, "c": 4}
+    assert updated.version == 2
+    loaded = await store.load("u")
+    assert loaded is not None
+    assert loaded.state == updated.state
+
+
+async def test_update_with_sync_and_async_functions(store: Store) -> None:
+    await store.create("f", new_record(n=1))
+
+    async def double(state: dict[str, object]) -> dict[str, object]:
+        return {"n": int(state["n"]) * 2}  # type: ignore[call-overload]
+
+    await store.update("f", lambda s: {**s, "n": s["n"] + 1})
+    updated = await store.update("f", double)
+    assert updated.state == {"n": 4}
+
+
+async def test_update_rejects_non_json_state_and_keeps_old(store: Store) -> None:
+    await store.create("bad", new_record(ok=True))
+    with pytest.raises(InvalidStateError):
+        await store.update("bad", {"x": object()})
+    with pytest.raises(InvalidStateError):
+        await store.update("bad", lambda s: ["not", "a", "dict"])  # type: ignore[arg-type]
+    loaded = await store.load("bad")
+    assert loaded is not None
+    assert loaded.state == {"ok": True}
+    assert loaded.version == 1
+
+
+async def test_update_missing_raises(store: Store) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await store.update("missing", {"a": 1})
+
+
+async def test_concurrent_increments_from_separate_connections(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    await store.create("counter", new_record(n=0))
+    clients = [await store_factory() for _ in range(50)]
+
+    async def bump(client: Store) -> None:
+        await client.update("counter", lambda s: {**s, "n": s["n"] + 1})
+
+    async with anyio.create_task_group() as tg:
+        for client in clients:
+            tg.start_soon(bump, client)
+    loaded = await store.load("counter")
+    assert loaded is not None
+    assert loaded.state["n"] == 50
+    assert loaded.version == 51
+
+
+async def test_update_gives_up_with_conflict_error(store: Store) -> None:
+    await store.create("c", new_record(n=0))
+
+    async def meddle(state: dict[str, object]) -> dict[str, object]:
+        # Another writer changes the record between our read and our write.
+        await store.save("c", (await store.load("c")).evolve(state={"n": -1}))  # type: ignore[union-attr]
+        return {"n": 1}
+
+    with pytest.raises(ConflictError):
+        await store.update("c", meddle, retries=3)
+
+
+async def test_delete_is_idempotent(store: Store) -> None:
+    await store.create("d", new_record())
+    assert await store.delete("d") is True
+    assert await store.load("d") is None
+    assert await store.delete("d") is False
+
+
+async def test_list_active_pages_without_repeats(store: Store) -> None:
+    ids = [f"page-{i}" for i in range(25)]
+    for sid in ids:
+        await store.create(sid, new_record())
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        page = await store.list_active(limit=7, cursor=cursor)
+        assert len(page.records) <= 7
+        seen.extend(r.key for r in page.records)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert sorted(seen) == sorted(store.key(s) for s in ids)
+    assert len(seen) == len(set(seen))
+    assert pages >= 4
+    assert await store.count_active() == 25
+
+
+async def test_cleanup_expired_counts_and_removes(store: Store) -> None:
+    for i in range(3):
+        await store.create(f"gone-{i}", new_record(ttl=0.2))
+    await store.create("stays", new_record(ttl=60))
+    await anyio.sleep(0.4)
+    assert await store.cleanup_expired() == 3
+    assert await store.cleanup_expired() == 0
+    assert await store.load("stays") is not None
+
+
+async def test_expired_id_can_be_created_again(store: Store) -> None:
+    await store.create("again", new_record(ttl=0.2, old=True))
+    await anyio.sleep(0.4)
+    created = await store.create("again", new_record(new=True))
+    assert created.state == {"new": True}
+
+
+async def test_hmac_secret_changes_the_key(store: Store) -> None:
+    keyed = type(store).__new__(type(store))
+    Store.__init__(keyed, secret="server-secret")
+    assert keyed.key("abc") != store.key("abc")
+    assert len(keyed.key("abc")) == 64
+
+
+# -- events --------------------------------------------------------------------
+
+
+def stream(stream_id: str = "s1", request_id: object = 7) -> StreamState:
+    return StreamState(
+        stream_id=stream_id, request_id=request_id, owner="proc-a", lease_expires=time.time() + 30
+    )
+
+
+async def test_append_and_read_events_in_order(store: Store) -> None:
+    await store.create("ev", new_record())
+    opened = await store.open_stream("ev", stream())
+    assert (opened.first_seq, opened.last_seq, opened.done) == (1, 0, False)
+    for i in range(5):
+        stored = await store.append_event("ev", "s1", f'{{"n":{i}}}', event="message")
+        assert stored.seq == i + 1
+    events = await store.read_events("ev", "s1", after_seq=2)
+    assert [e.seq for e in events] == [3, 4, 5]
+    assert events[0].data == '{"n":2}'
+    assert events[0].event == "message"
+    assert await store.read_events("ev", "s1", after_seq=5) == []
+    assert [e.seq for e in await store.read_events("ev", "s1", 0, limit=2)] == [1, 2]
+    state = await store.load_stream("ev", "s1")
+    assert state is not None
+    assert state.last_seq == 5
+    assert state.request_id == 7
+
+
+async def test_event_data_keeps_newlines_and_unicode(store: Store) -> None:
+    await store.create("ev2", new_record())
+    await store.open_stream("ev2", stream())
+    await store.append_event("ev2", "s1", "line one\nline two ☃", event=None)
+    [event] = await store.read_events("ev2", "s1")
+    assert event.data == "line one\nline two ☃"
+    assert event.event is None
+
+
+async def test_streams_are_separate(store: Store) -> None:
+    await store.create("multi", new_record())
+    await store.open_stream("multi", stream("a"))
+    await store.open_stream("multi", stream("b", request_id="req-b"))
+    await store.append_event("multi", "a", "a1")
+    await store.append_event("multi", "b", "b1")
+    await store.append_event("multi", "a", "a2")
+    assert [e.data for e in await store.read_events("multi", "a")] == ["a1", "a2"]
+    assert [(e.seq, e.data) for e in await store.read_events("multi", "b")] == [(1, "b1")]
+
+
+async def test_events_of_other_sessions_are_invisible(store: Store) -> None:
+    await store.create("one", new_record())
+    await store.create("two", new_record())
+    await store.open_stream("one", stream("same"))
+    await store.append_event("one", "same", "secret")
+    assert await store.read_events("two", "same") == []
+    assert await store.load_stream("two", "same") is None
+
+
+async def test_append_needs_session_and_stream(store: Store) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await store.append_event("ghost", "s1", "x")
+    with pytest.raises(SessionNotFoundError):
+        await store.open_stream("ghost", stream())
+    await store.create("real", new_record())
+    with pytest.raises(StreamNotFoundError):
+        await store.append_event("real", "never-opened", "x")
+
+
+async def test_max_events_trims_oldest(store: Store) -> None:
+    await store.create("trim", new_record())
+    await store.open_stream("trim", stream())
+    for i in range(10):
+        await store.append_event("trim", "s1", str(i), max_events=4)
+    events = await store.read_events("trim", "s1")
+    assert [e.seq for e in events] == [7, 8, 9, 10]
+    state = await store.load_stream("trim", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (7, 10)
+
+
+async def test_reopen_keeps_events_and_takes_over(store: Store) -> None:
+    await store.create("take", new_record())
+    await store.open_stream("take", stream())
+    await store.append_event("take", "s1", "x")
+    await store.finish_stream("take", "s1")
+    again = await store.open_stream(
+        "take", StreamState(stream_id="s1", request_id=7, owner="proc-b", lease_expires=1.0)
+    )
+    assert again.owner == "proc-b"
+    assert again.last_seq == 1
+    assert not again.done
+    [event] = await store.read_events("take", "s1")
+    assert event.data == "x"
+
+
+async def test_renew_and_finish_stream(store: Store) -> None:
+    await store.create("lease", new_record())
+    await store.open_stream("lease", stream())
+    await store.renew_stream("lease", "s1", 12345.5)
+    await store.finish_stream("lease", "s1")
+    state = await store.load_stream("lease", "s1")
+    assert state is not None
+    assert state.lease_expires == pytest.approx(12345.5)
+    assert state.done is True
+
+
+async def test_delete_takes_events_with_it(store: Store) -> None:
+    await store.create("del-ev", new_record())
+    await store.open_stream("del-ev", stream())
+    await store.append_event("del-ev", "s1", "x")
+    await store.delete("del-ev")
+    await store.create("del-ev", new_record())
+    assert await store.load_stream("del-ev", "s1") is None
+    assert await store.read_events("del-ev", "s1") == []
+
+
+async def test_cleanup_takes_events_of_expired_sessions(store: Store) -> None:
+    await store.create("exp-ev", new_record(ttl=0.2))
+    await store.open_stream("exp-ev", stream())
+    await store.append_event("exp-ev", "s1", "x")
+    await anyio.sleep(0.4)
+    assert await store.cleanup_expired() == 1
+    await store.create("exp-ev", new_record())
+    assert await store.read_events("exp-ev", "s1") == []
+
+
+async def test_wait_events_returns_when_an_event_lands(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    producer = await store_factory()
+    await store.create("live", new_record())
+    await store.open_stream("live", stream())
+    got: list[str] = []
+
+    async def follow() -> None:
+        events = await store.wait_events("live", "s1", after_seq=0, timeout=10)
+        got.extend(e.data for e in events)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(follow)
+        await anyio.sleep(0.2)
+        assert got == []
+        await producer.append_event("live", "s1", "hello")
+    assert got == ["hello"]
+
+
+async def test_wait_events_times_out_empty(store: Store) -> None:
+    await store.create("quiet", new_record())
+    await store.open_stream("quiet", stream())
+    with anyio.fail_after(5):
+        assert await store.wait_events("quiet", "s1", after_seq=0, timeout=0.3) == []
