@@ -7,6 +7,7 @@ from .errors import (
     ConflictError,
     InvalidStateError,
     MissingExtraError,
+    NoSessionError,
     SessionExistsError,
     SessionMiddlewareError,
     SessionNotFoundError,
@@ -14,7 +15,9 @@ from .errors import (
     StoreUnavailableError,
     StreamNotFoundError,
 )
+from .middleware import SessionMiddleware
 from .records import Page, SessionRecord, StoredEvent, StreamState
+from .session import Session, current_session, current_session_or_none
 from .stores import MemoryStore, Store, create_store
 
 __version__ = "0.1.0"
@@ -25,8 +28,11 @@ __all__ = [
     "InvalidStateError",
     "MemoryStore",
     "MissingExtraError",
+    "NoSessionError",
     "Page",
+    "Session",
     "SessionExistsError",
+    "SessionMiddleware",
     "SessionMiddlewareError",
     "SessionNotFoundError",
     "SessionRecord",
@@ -38,4 +44,6 @@ __all__ = [
     "StreamState",
     "__version__",
     "create_store",
+    "current_session",
+    "current_session_or_none",
 ]

@@ -60,3 +60,7 @@ class StreamNotFoundError(StoreError, KeyError):
 
 class InvalidStateError(SessionMiddlewareError, TypeError):
     """Session state must be a JSON object whose values JSON can encode."""
+
+
+class NoSessionError(SessionMiddlewareError, LookupError):
+    """``current_session()`` was called outside a request the middleware handled."""

@@ -1,0 +1,72 @@
+"""JSON-RPC error responses the middleware answers with, and their messages.
+
+Every refusal the middleware makes is an HTTP status with a JSON-RPC error
+body, so clients built on either layer understand it. The messages are module
+constants that tests import.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import Send
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INTERNAL_ERROR = -32603
+
+MSG_SESSION_REQUIRED = "Bad Request: Mcp-Session-Id header is required"
+MSG_SESSION_NOT_FOUND = "Session not found"
+MSG_PARSE_ERROR = "Parse error: the request body is not valid JSON"
+MSG_BODY_TOO_LARGE = "Request body too large"
+MSG_NOT_JSON_RPC = "Invalid Request: the body is not a JSON-RPC message"
+MSG_INITIALIZE_BATCHED = "Invalid Request: initialize must not be part of a batch"
+MSG_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
+MSG_METHOD_NOT_ALLOWED = "Method Not Allowed"
+MSG_APP_SESSION_FAILED = "Internal error: the session could not be re-created in the server"
+
+RequestId = str | int | None
+
+
+def request_id_of(message: Any) -> RequestId:
+    """The id of a single JSON-RPC request, when it is one we may echo back."""
+    if isinstance(message, dict):
+        value = message.get("id")
+        if isinstance(value, str) and len(value) <= 256:
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def error_body(code: int, message: str, request_id: RequestId = None) -> bytes:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}},
+        separators=(",", ":"),
+    ).encode()
+
+
+async def send_error(
+    send: Send,
+    status: int,
+    code: int,
+    message: str,
+    request_id: RequestId = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """Answer the request with ``status`` and a JSON-RPC error body."""
+    body = error_body(code, message, request_id)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

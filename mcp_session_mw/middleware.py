@@ -1,0 +1,540 @@
+"""SessionMiddleware: durable MCP sessions in front of any Streamable HTTP app.
+
+Divergences from the MCP SDK's own session handling, on purpose:
+
+1. The session id is minted here (256 bits from ``secrets``) and stored; the
+   app's own id, if it issues one, never reaches the client.
+2. A request whose ``MCP-Protocol-Version`` is not a handshake revision passes
+   through untouched (modern lane): no id minted, none checked.
+3. A session id sent on ``initialize`` is ignored, never adopted (no fixation).
+4. Malformed, unknown, expired and foreign session ids are all answered the
+   same 404, so a probe learns nothing about which ids exist.
+5. A session this process does not hold is re-created in the app from the
+   stored client parameters (see :mod:`mcp_session_mw.rehydrate`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import anyio
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .asgi import (
+    BodyTooLarge,
+    CapturedResponse,
+    ClientDisconnected,
+    call_and_capture,
+    read_body,
+    replay_body,
+    send_empty,
+    with_headers,
+)
+from .errors import ConfigurationError, StoreError
+from .jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    MSG_APP_SESSION_FAILED,
+    MSG_BODY_TOO_LARGE,
+    MSG_INITIALIZE_BATCHED,
+    MSG_METHOD_NOT_ALLOWED,
+    MSG_NOT_JSON_RPC,
+    MSG_PARSE_ERROR,
+    MSG_SESSION_NOT_FOUND,
+    MSG_SESSION_REQUIRED,
+    MSG_STORE_UNAVAILABLE,
+    PARSE_ERROR,
+    RequestId,
+    request_id_of,
+    send_error,
+)
+from .principal import PrincipalFn, default_principal
+from .protocol import (
+    DEFAULT_REVISION,
+    SESSION_HEADER,
+    VERSION_HEADER,
+    is_handshake_lane,
+    mint_session_id,
+    valid_session_id,
+)
+from .records import SessionRecord
+from .rehydrate import (
+    AppSessionError,
+    LocalSession,
+    LocalSessions,
+    close_app_session,
+    recreate_app_session,
+)
+from .session import Session, _current
+from .stores import DEFAULT_STORE_URL, Store, create_store
+
+logger = logging.getLogger("mcp_session_mw")
+
+Mode = Literal["auto", "rehydrate", "stateless"]
+MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
+
+DEFAULT_TTL = 3600.0
+DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
+DEFAULT_MAX_LOCAL_SESSIONS = 10_000
+STORE_URL_ENV = "MCP_SESSION_STORE_URL"
+
+_SESSION = SESSION_HEADER.encode()
+_VERSION = VERSION_HEADER.encode()
+_RETRY_AFTER = [(b"retry-after", b"1")]
+
+
+class SessionMiddleware:
+    """Pure ASGI middleware giving an MCP Streamable HTTP app durable sessions.
+
+    ``store`` is a :class:`Store` or a store URL (default: the
+    ``MCP_SESSION_STORE_URL`` environment variable, else a SQLite file
+    ``./mcp_sessions.db``). ``mode`` picks how the app is driven: ``"rehydrate"``
+    for apps that issue their own session ids (the SDK's stateful mode),
+    ``"stateless"`` for apps that do not, ``"auto"`` to tell from the app's
+    first answer to ``initialize``. Only requests to ``path`` (relative to the
+    mount point; ``None`` for every path) are handled; the rest pass through.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        store: Store | str | None = None,
+        ttl: float = DEFAULT_TTL,
+        touch_interval: float | None = None,
+        mode: Mode = "auto",
+        path: str | None = "/mcp",
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
+        principal: PrincipalFn | None = default_principal,
+        store_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not ttl > 0:
+            raise ConfigurationError("ttl must be a positive number of seconds")
+        if touch_interval is not None and touch_interval < 0:
+            raise ConfigurationError("touch_interval must not be negative")
+        if mode not in MODES:
+            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        if max_body_size <= 0:
+            raise ConfigurationError("max_body_size must be a positive number of bytes")
+        if max_local_sessions <= 0:
+            raise ConfigurationError("max_local_sessions must be positive")
+        if path is not None and not path.startswith("/"):
+            raise ConfigurationError("path must start with '/' (or be None for every path)")
+        self.app = app
+        if isinstance(store, Store):
+            if store_options:
+                raise ConfigurationError("store_options only apply when store is a URL")
+            self.store = store
+        else:
+            url = store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+            self.store = create_store(url, **dict(store_options or {}))
+        self.ttl = float(ttl)
+        self.touch_interval = (
+            min(self.ttl / 4, 60.0) if touch_interval is None else float(touch_interval)
+        )
+        self.mode: Mode = mode
+        self.path = None if path is None else (path.rstrip("/") or "/")
+        self.max_body_size = max_body_size
+        self.principal = principal
+        self._locals = LocalSessions(max_local_sessions)
+        self._store_open = False
+        self._open_lock = anyio.Lock()
+
+    # -- entry -----------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(scope, receive, send)
+            return
+        if scope["type"] != "http" or not self._handles(scope):
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if not is_handshake_lane(headers.get(VERSION_HEADER)):
+            await self.app(scope, receive, send)  # Divergence #2: modern lane.
+            return
+        method = scope["method"]
+        if method == "POST":
+            await self._post(scope, receive, send, headers)
+        elif method == "DELETE":
+            await self._delete(scope, send, headers)
+        elif method == "GET":
+            await send_error(
+                send,
+                405,
+                INVALID_REQUEST,
+                MSG_METHOD_NOT_ALLOWED,
+                headers=[(b"allow", b"POST, DELETE")],
+            )
+        else:
+            await self.app(scope, receive, send)
+
+    def _handles(self, scope: Scope) -> bool:
+        if self.path is None:
+            return True
+        path: str = scope["path"]
+        root: str = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        return (path.rstrip("/") or "/") == self.path
+
+    # -- store lifecycle -----------------------------------------------------------
+
+    async def open_store(self) -> None:
+        """Open the store once; called at startup and, lazily, by the first request."""
+        if self._store_open:
+            return
+        async with self._open_lock:
+            if not self._store_open:
+                await self.store.open()
+                self._store_open = True
+
+    async def close_store(self) -> None:
+        async with self._open_lock:
+            if self._store_open:
+                self._store_open = False
+                await self.store.close()
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def lifespan_receive() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.open_store()
+                except StoreError:
+                    # Requests answer 503 until the store is back; no crash at boot.
+                    logger.warning("session store unavailable at startup", exc_info=True)
+            return message
+
+        async def lifespan_send(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self.close_store()
+            await send(message)
+
+        await self.app(scope, lifespan_receive, lifespan_send)
+
+    # -- POST ----------------------------------------------------------------------
+
+    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        try:
+            body = await read_body(receive, self.max_body_size)
+        except BodyTooLarge:
+            await send_error(send, 413, INVALID_REQUEST, MSG_BODY_TOO_LARGE)
+            return
+        except ClientDisconnected:
+            return
+        try:
+            message = json.loads(body)
+        except (ValueError, RecursionError):
+            await send_error(send, 400, PARSE_ERROR, MSG_PARSE_ERROR)
+            return
+        if isinstance(message, dict) and message.get("method") == "initialize":
+            await self._initialize(scope, receive, send, body, message)
+            return
+        if isinstance(message, list):
+            if any(isinstance(m, dict) and m.get("method") == "initialize" for m in message):
+                await send_error(send, 400, INVALID_REQUEST, MSG_INITIALIZE_BATCHED)
+                return
+        elif not isinstance(message, dict):
+            await send_error(send, 400, INVALID_REQUEST, MSG_NOT_JSON_RPC)
+            return
+        request_id = request_id_of(message)
+        found = await self._resolve(scope, send, headers, request_id)
+        if found is None:
+            return
+        session_id, record = found
+        await self._forward(scope, receive, send, session_id, record, body, request_id)
+
+    async def _initialize(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
+    ) -> None:
+        params = message.get("params")
+        params = params if isinstance(params, dict) else {}
+        requested = params.get("protocolVersion")
+        requested = requested if isinstance(requested, str) and len(requested) <= 64 else None
+        client_info = params.get("clientInfo")
+        capabilities = params.get("capabilities")
+        try:
+            await self.open_store()
+        except StoreError:
+            await self._unavailable(send, request_id_of(message))
+            return
+        now = self.store.now()
+        session_id = mint_session_id()
+        provisional = SessionRecord(
+            key="",
+            protocol_version=requested or DEFAULT_REVISION,
+            requested_protocol_version=requested,
+            client_info=client_info if isinstance(client_info, dict) else {},
+            capabilities=capabilities if isinstance(capabilities, dict) else {},
+            principal=self.principal(scope) if self.principal else None,
+            created_at=now,
+            last_accessed=now,
+            expires_at=now + self.ttl,
+            ttl=self.ttl,
+        )
+        session = Session(session_id, self.store, provisional)
+        # Divergence #3: a session id sent with initialize is dropped, never adopted.
+        app_scope = with_headers(scope, {}, drop=frozenset({_SESSION}))
+        token = _current.set(session)
+        try:
+            answer = await call_and_capture(self.app, app_scope, body)
+        finally:
+            _current.reset(token)
+        app_id = answer.header(SESSION_HEADER)
+        if not 200 <= answer.status < 300:
+            await _send_captured(send, answer, None)
+            return
+        self._learn_mode(app_id)
+        negotiated = _negotiated_version(answer) or provisional.protocol_version
+        try:
+            record = await self.store.create(
+                session_id, provisional.evolve(protocol_version=negotiated)
+            )
+        except StoreError:
+            logger.warning("could not store a new session", exc_info=True)
+            if app_id is not None:
+                await close_app_session(self.app, scope, app_id, negotiated)
+            await self._unavailable(send, request_id_of(message))
+            return
+        session._set_record(record)
+        local_app_id = app_id if self.mode == "rehydrate" else None
+        await self._remember(scope, session_id, LocalSession(session, local_app_id))
+        await _send_captured(send, answer, session_id)
+
+    # -- DELETE ----------------------------------------------------------------------
+
+    async def _delete(self, scope: Scope, send: Send, headers: Headers) -> None:
+        found = await self._resolve(scope, send, headers, None, touch=False)
+        if found is None:
+            return
+        session_id, record = found
+        try:
+            existed = await self.store.delete(session_id)
+        except StoreError:
+            await self._unavailable(send, None)
+            return
+        local = self._locals.pop(session_id)
+        if local is not None and local.app_id is not None:
+            await close_app_session(self.app, scope, local.app_id, record.protocol_version)
+        if not existed:  # deleted by someone else between load and delete
+            await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND)
+            return
+        await send_empty(send, 200)
+
+    # -- shared steps --------------------------------------------------------------------
+
+    async def _resolve(
+        self,
+        scope: Scope,
+        send: Send,
+        headers: Headers,
+        request_id: RequestId,
+        *,
+        touch: bool = True,
+    ) -> tuple[str, SessionRecord] | None:
+        """Find the live session a request names, or answer the request and return None."""
+        values = headers.getlist(SESSION_HEADER)
+        if not values:
+            await send_error(send, 400, INVALID_REQUEST, MSG_SESSION_REQUIRED, request_id)
+            return None
+        session_id = values[0]
+        if len(values) > 1 or not valid_session_id(session_id):
+            await self._not_found(send, request_id)  # Divergence #4.
+            return None
+        try:
+            await self.open_store()
+            record = await self.store.load(session_id)
+        except StoreError:
+            logger.warning("session store unavailable", exc_info=True)
+            await self._unavailable(send, request_id)
+            return None
+        if record is None or not self._owned_by_caller(scope, record):
+            await self._not_found(send, request_id)
+            return None
+        if touch and self.store.now() - record.last_accessed >= self.touch_interval:
+            try:
+                await self.store.touch(session_id)
+            except StoreError:
+                await self._unavailable(send, request_id)
+                return None
+        return session_id, record
+
+    def _owned_by_caller(self, scope: Scope, record: SessionRecord) -> bool:
+        if self.principal is None:
+            return True
+        return self.principal(scope) == record.principal
+
+    async def _forward(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session_id: str,
+        record: SessionRecord,
+        body: bytes,
+        request_id: RequestId,
+    ) -> None:
+        local = self._locals.get(session_id)
+        if local is None:
+            local = LocalSession(Session(session_id, self.store, record))
+            await self._remember(scope, session_id, local)
+        else:
+            local.session._set_record(record)
+        version = Headers(scope=scope).get(VERSION_HEADER) or record.protocol_version
+        token = _current.set(local.session)
+        try:
+            for attempt in (0, 1):
+                try:
+                    app_id = await self._app_session(scope, session_id, local, record)
+                except AppSessionError:
+                    logger.warning("re-creating a session in the app failed", exc_info=True)
+                    await send_error(send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id)
+                    return
+                set_headers = {_VERSION: version.encode()}
+                if app_id is not None:
+                    set_headers[_SESSION] = app_id.encode()
+                app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
+                may_retry = attempt == 0 and app_id is not None
+                if not await self._call_app(app_scope, body, receive, send, session_id, may_retry):
+                    return
+                # The app answered 404: it no longer holds that session (idle
+                # timeout, restart). It never ran the request, so re-create once.
+                local.app_id = None
+        finally:
+            _current.reset(token)
+
+    async def _call_app(
+        self,
+        scope: Scope,
+        body: bytes,
+        receive: Receive,
+        send: Send,
+        session_id: str,
+        hold_404: bool,
+    ) -> bool:
+        """Run the app on the client's request; True if a 404 was held back for a retry."""
+        held = False
+
+        async def app_send(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                if hold_404 and message["status"] == 404:
+                    held = True
+                    return
+                _rewrite_session_header(message, session_id)
+            elif held:
+                return
+            await send(message)
+
+        await self.app(scope, replay_body(body, receive), app_send)
+        return held
+
+    async def _app_session(
+        self, scope: Scope, session_id: str, local: LocalSession, record: SessionRecord
+    ) -> str | None:
+        """The app's id for this session, re-creating the app session if needed."""
+        if self.mode == "stateless" or local.app_id is not None:
+            return local.app_id
+        async with self._locals.lock(session_id):
+            if local.app_id is None:
+                app_id = await recreate_app_session(self.app, scope, record)
+                self._learn_mode(app_id)
+                local.app_id = app_id
+                if app_id is not None:
+                    logger.info("re-created session %s in the app", self.store.key(session_id)[:12])
+        return local.app_id
+
+    def _learn_mode(self, app_id: str | None) -> None:
+        if self.mode == "auto":
+            self.mode = "rehydrate" if app_id is not None else "stateless"
+            logger.info("driving the app in %s mode", self.mode)
+
+    async def _remember(self, scope: Scope, session_id: str, local: LocalSession) -> None:
+        for app_id in self._locals.put(session_id, local):
+            await close_app_session(self.app, scope, app_id, DEFAULT_REVISION)
+
+    async def _not_found(self, send: Send, request_id: RequestId) -> None:
+        await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND, request_id)
+
+    async def _unavailable(self, send: Send, request_id: RequestId) -> None:
+        await send_error(send, 503, INTERNAL_ERROR, MSG_STORE_UNAVAILABLE, request_id, _RETRY_AFTER)
+
+    # -- for helpers (FastAPI dependencies, admin code) ---------------------------------
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """A handle on a live session by id, or None; never consults the app."""
+        if not valid_session_id(session_id):
+            return None
+        await self.open_store()
+        record = await self.store.load(session_id)
+        if record is None:
+            return None
+        local = self._locals.get(session_id)
+        if local is not None:
+            local.session._set_record(record)
+            return local.session
+        return Session(session_id, self.store, record)
+
+
+def _rewrite_session_header(message: Message, session_id: str | None) -> None:
+    """Replace (or, with None, remove) the app's own session id in a response start."""
+    message["headers"] = list(message.get("headers", []))
+    headers = MutableHeaders(scope=message)
+    if session_id is None:
+        if SESSION_HEADER in headers:
+            del headers[SESSION_HEADER]
+    else:
+        headers[SESSION_HEADER] = session_id
+
+
+async def _send_captured(send: Send, answer: CapturedResponse, session_id: str | None) -> None:
+    start: Message = {
+        "type": "http.response.start",
+        "status": answer.status,
+        "headers": answer.headers,
+    }
+    _rewrite_session_header(start, session_id)
+    await send(start)
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+def _negotiated_version(answer: CapturedResponse) -> str | None:
+    """The protocolVersion of the app's initialize result, from a JSON or SSE body."""
+    for message in _json_messages(answer):
+        result = message.get("result") if isinstance(message, dict) else None
+        if isinstance(result, dict):
+            version = result.get("protocolVersion")
+            if isinstance(version, str) and len(version) <= 64:
+                return version
+    return None
+
+
+def _json_messages(answer: CapturedResponse) -> list[Any]:
+    content_type = (answer.header("content-type") or "").lower()
+    texts: list[str] = []
+    if content_type.startswith("text/event-stream"):
+        data: list[str] = []
+        text = answer.body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        for line in [*text.split("\n"), ""]:
+            if line == "":
+                if data:
+                    texts.append("\n".join(data))
+                data = []
+            elif line.startswith("data:"):
+                data.append(line[5:].removeprefix(" "))
+    else:
+        texts.append(answer.body.decode("utf-8", "replace"))
+    messages: list[Any] = []
+    for text in texts:
+        try:
+            messages.append(json.loads(text))
+        except ValueError:
+            continue
+    return messages

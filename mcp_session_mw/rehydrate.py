@@ -1,0 +1,160 @@
+"""Re-hydration: durable sessions on top of an app that keeps its sessions in memory.
+
+A stateful MCP app (the SDK's ordinary mode) issues its own ``Mcp-Session-Id``
+and forgets it on restart. This module keeps, per process, a bounded map from
+the durable id the client holds to the app's own id, and re-creates a session
+the process does not hold through public protocol messages only: an
+``initialize`` with the stored client parameters, then
+``notifications/initialized``. The app never learns that the session is old,
+and the client never sees the app's id.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import anyio
+from starlette.types import ASGIApp, Scope
+
+from .asgi import call_and_capture, with_headers
+from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
+from .records import SessionRecord
+from .session import Session
+
+logger = logging.getLogger("mcp_session_mw")
+
+RECREATE_REQUEST_ID = "mcp-session-mw:recreate"
+_JSON = b"application/json"
+_ACCEPT = b"application/json, text/event-stream"
+_DROP = frozenset(
+    {
+        SESSION_HEADER.encode(),
+        VERSION_HEADER.encode(),
+        LAST_EVENT_ID_HEADER.encode(),
+        b"content-length",
+        b"content-type",
+        b"accept",
+    }
+)
+
+
+class AppSessionError(Exception):
+    """The app refused to re-create a session (it answered an error to initialize)."""
+
+
+@dataclass
+class LocalSession:
+    """What this process knows about one durable session."""
+
+    session: Session
+    app_id: str | None = None
+
+
+class LocalSessions:
+    """A bounded LRU map of durable id → :class:`LocalSession`.
+
+    When it is full, the least recently used entry is dropped and the caller is
+    told its app id so the app session can be closed too (otherwise the app's
+    own session limit would fill up with sessions nobody maps to).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._entries: OrderedDict[str, LocalSession] = OrderedDict()
+        self._locks: dict[str, anyio.Lock] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, session_id: str) -> LocalSession | None:
+        entry = self._entries.get(session_id)
+        if entry is not None:
+            self._entries.move_to_end(session_id)
+        return entry
+
+    def put(self, session_id: str, entry: LocalSession) -> list[str]:
+        """Insert or refresh; returns app ids of evicted entries."""
+        self._entries[session_id] = entry
+        self._entries.move_to_end(session_id)
+        evicted: list[str] = []
+        while len(self._entries) > self.capacity:
+            old_id, old = self._entries.popitem(last=False)
+            self._locks.pop(old_id, None)
+            if old.app_id is not None:
+                evicted.append(old.app_id)
+        return evicted
+
+    def pop(self, session_id: str) -> LocalSession | None:
+        self._locks.pop(session_id, None)
+        return self._entries.pop(session_id, None)
+
+    def lock(self, session_id: str) -> anyio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = anyio.Lock()
+        return lock
+
+
+def _internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
+    """An internal request on the client's endpoint, keeping its auth and Host/Origin."""
+    new_scope = with_headers(scope, headers, drop=_DROP)
+    new_scope["method"] = method
+    return new_scope
+
+
+async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord) -> str | None:
+    """Open a session in the app for ``record``; returns the app's id (None for a stateless app).
+
+    Raises AppSessionError if the app refuses the ``initialize``.
+    """
+    params = {
+        "protocolVersion": record.requested_protocol_version or record.protocol_version,
+        "capabilities": record.capabilities,
+        "clientInfo": record.client_info,
+    }
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": RECREATE_REQUEST_ID, "method": "initialize", "params": params},
+        separators=(",", ":"),
+    ).encode()
+    init_scope = _internal_scope(scope, "POST", {b"content-type": _JSON, b"accept": _ACCEPT})
+    answer = await call_and_capture(app, init_scope, body)
+    if not 200 <= answer.status < 300:
+        raise AppSessionError(f"the app answered {answer.status} to a re-created initialize")
+    app_id = answer.header(SESSION_HEADER)
+    if app_id is None:
+        return None
+    notify_scope = _internal_scope(
+        scope,
+        "POST",
+        {
+            b"content-type": _JSON,
+            b"accept": _ACCEPT,
+            SESSION_HEADER.encode(): app_id.encode(),
+            VERSION_HEADER.encode(): record.protocol_version.encode(),
+        },
+    )
+    done = await call_and_capture(
+        app, notify_scope, b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
+    )
+    if not 200 <= done.status < 300:
+        raise AppSessionError(f"the app answered {done.status} to notifications/initialized")
+    return app_id
+
+
+async def close_app_session(app: ASGIApp, scope: Scope, app_id: str, protocol_version: str) -> None:
+    """Ask the app to end one of its sessions (DELETE); failures are only logged."""
+    delete_scope = _internal_scope(
+        scope,
+        "DELETE",
+        {
+            SESSION_HEADER.encode(): app_id.encode(),
+            VERSION_HEADER.encode(): protocol_version.encode(),
+        },
+    )
+    try:
+        await call_and_capture(app, delete_scope, b"")
+    except Exception:  # the app session will idle out on its own
+        logger.warning("closing an app session failed", exc_info=True)
