@@ -1,0 +1,1 @@
+"""End-to-end tests: real uvicorn processes on loopback ports."""

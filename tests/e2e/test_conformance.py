@@ -1,0 +1,93 @@
+"""The official MCP conformance suite, run against examples/05_conformance_server.py.
+
+One uvicorn process serves the whole module; `conformance/run.sh` runs every
+scenario once (strict: a warning or a scenario that checked nothing counts as a
+failure), and each scenario is its own test so a failure names the scenario and
+shows the suite's output for it. The scenario list is the runner's own
+(`run.sh --list`), so the two cannot drift apart.
+
+The server runs bare (`--no-middleware`) for now: this records what the SDK does
+alone. Switch `SERVER_ARGS` to the wrapped server once SessionMiddleware exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+import pytest
+
+from tests.services import unavailable
+
+from .server import REPO_ROOT, run_server
+
+pytestmark = pytest.mark.e2e
+
+RUN_SH = REPO_ROOT / "conformance" / "run.sh"
+SUITE_DIR = (
+    REPO_ROOT / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist"
+)
+SERVER_ARGS = ["examples/05_conformance_server.py", "--no-middleware"]
+RUN_TIMEOUT = 900.0
+"""Bounds a hung suite (first use includes `npm ci`); it is not a speed check."""
+
+NO_NPM = "npm is not on PATH and the conformance suite is not installed in conformance/node_modules"
+NO_RESULT = "conformance/run.sh printed no result line for this scenario"
+
+RESULT_LINE = re.compile(r"^(PASS|FAIL) (\S+)")
+
+
+def _scenarios() -> list[str]:
+    listed = subprocess.run(
+        ["bash", str(RUN_SH), "--list"], check=True, capture_output=True, text=True
+    )
+    return listed.stdout.split()
+
+
+SCENARIOS = _scenarios()
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    report: list[str] = field(default_factory=list)
+
+
+def _parse(output: str) -> dict[str, Outcome]:
+    """Map each scenario to its PASS/FAIL line and the indented suite output under it."""
+    outcomes: dict[str, Outcome] = {}
+    current: Outcome | None = None
+    for line in output.splitlines():
+        match = RESULT_LINE.match(line)
+        if match:
+            current = outcomes[match.group(2)] = Outcome(match.group(1) == "PASS", [line])
+        elif current is not None and line.startswith("    "):
+            current.report.append(line)
+        else:
+            current = None
+    return outcomes
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> dict[str, Outcome]:
+    if shutil.which("npm") is None and not SUITE_DIR.is_dir():
+        unavailable(NO_NPM)
+    with run_server(SERVER_ARGS) as base_url:
+        completed = subprocess.run(
+            ["bash", str(RUN_SH), f"{base_url}/mcp", *SCENARIOS],
+            env={**os.environ, "CONFORMANCE_STRICT": "1"},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+    return _parse(completed.stdout + completed.stderr)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_scenario_passes(outcomes: dict[str, Outcome], scenario: str) -> None:
+    outcome = outcomes.get(scenario)
+    assert outcome is not None, NO_RESULT
+    assert outcome.passed, "\n".join(outcome.report)
