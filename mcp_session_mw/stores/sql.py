@@ -1,0 +1,1238 @@
+"""SQLAlchemy 2 async store: SQLite (the embedded default), PostgreSQL, MariaDB/MySQL.
+
+Core, not the ORM: every primitive is one short transaction of a few statements
+written out by hand, because the concurrency rules below depend on exactly which
+statements run and which rows they lock.
+
+Concurrency rules (why it is safe with many processes on one database):
+
+- SQLite runs in WAL mode, so readers never wait for the writer. Every write
+  transaction starts with ``BEGIN IMMEDIATE``: it takes the write lock up front
+  and queues on SQLite's busy handler, instead of starting as a reader and
+  failing with ``SQLITE_BUSY`` when it tries to upgrade. Reads run outside any
+  transaction, one statement each.
+- PostgreSQL and MariaDB/MySQL run READ COMMITTED (the engines this module
+  builds ask for it on MySQL, whose default is REPEATABLE READ with gap locks).
+  Row locks are always taken in one order — session row, then stream row — so
+  the primitives cannot deadlock each other: ``_delete`` locks the session row
+  and then its streams; ``_open_stream`` share-locks the session row and then
+  writes the stream row; ``_append_event`` locks only the stream row and merely
+  reads the session row. Deadlocks the server reports anyway are retried.
+- ``_append_event`` numbers events under the stream row's lock (SQLite: under
+  the database write lock), so concurrent appenders never collide on a seq.
+- ``update`` (and ``update_meta``) with a mapping or a plain function locks the
+  session row for the read-modify-write instead of retrying compare-and-swaps;
+  an async function runs unlocked with the base class's CAS loop, because it
+  may await the store itself and would deadlock on its own lock.
+
+Live waits: PostgreSQL (asyncpg) gets ``LISTEN``/``NOTIFY`` on a channel named
+after the table prefix — appends, finishes and re-opens notify ``<key>:<stream>``
+and a per-store listener connection (opened on the first wait) wakes the
+waiters. If the listener cannot be set up or dies, waits poll every
+``poll_interval`` seconds until it is back. SQLite and MariaDB always poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import importlib
+import inspect
+import json
+import logging
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from ..errors import (
+    ConfigurationError,
+    MissingExtraError,
+    SessionExistsError,
+    SessionNotFoundError,
+    StoreError,
+    StoreUnavailableError,
+    StreamNotFoundError,
+)
+from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
+from .base import DEFAULT_POLL_INTERVAL, DEFAULT_UPDATE_RETRIES, StateChange, Store, check_state
+
+_IMPORT_ERROR: ImportError | None = None
+try:
+    import sqlalchemy as sa
+    from sqlalchemy import event as sa_event
+    from sqlalchemy import exc as sa_exc
+    from sqlalchemy.dialects import mysql as sa_mysql
+    from sqlalchemy.ext.asyncio import create_async_engine
+except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
+    _IMPORT_ERROR = _exc
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The schema this release reads and writes; stored in ``<prefix>schema_version``."""
+
+DEFAULT_TABLE_PREFIX = "mcp_session_"
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 5
+DEFAULT_BUSY_TIMEOUT = 30.0
+"""Seconds a SQLite writer waits for the write lock before giving up."""
+DEFAULT_CONNECT_TIMEOUT = 10.0
+SCHEMA_LOCK_TIMEOUT = 60
+"""Seconds ``open`` waits for another process that is creating the schema (MySQL)."""
+LISTEN_RETRY_DELAY = 5.0
+"""Seconds between attempts to (re)open the PostgreSQL listener after a failure."""
+LISTEN_RECHECK_INTERVAL = 1.0
+"""While listening, re-read at least this often anyway, in case a notification is lost."""
+CLEANUP_BATCH = 500
+LOCK_CONFLICT_RETRIES = 3
+MAX_PREFIX_LENGTH = 40
+MAX_STREAM_ID_LENGTH = 128
+
+# Messages tests assert on.
+UNSUPPORTED_SCHEME = "SQLStore does not serve {scheme!r} URLs; use one of: {known}"
+UNSUPPORTED_DIALECT = "SQLStore supports SQLite, PostgreSQL and MariaDB/MySQL, not {dialect!r}"
+BAD_URL = "not a usable database URL: {url!r}"
+BAD_TABLE_PREFIX = (
+    "table_prefix must be 1 to {max} letters, digits or underscores, "
+    "not starting with a digit; got {prefix!r}"
+)
+SQLITE_IN_MEMORY = (
+    "an in-memory SQLite database lives and dies with one connection; "
+    "give a file path, or use memory:// for an in-process store"
+)
+SCHEMA_TOO_NEW = (
+    "the session tables with prefix {prefix!r} are at schema version {found}, newer than "
+    "this mcp-session-mw supports ({supported}); upgrade mcp-session-mw"
+)
+SCHEMA_TOO_OLD = (
+    "the session tables with prefix {prefix!r} are at schema version {found}, older than "
+    "this mcp-session-mw needs ({supported}); run `mcp-session-mw db upgrade`"
+)
+SCHEMA_LOCK_TIMED_OUT = "timed out waiting for another process to create the session tables"
+STORE_UNAVAILABLE = "the {backend} database cannot be reached: {error}"
+STORE_FAILED = "the {backend} database failed the operation: {error}"
+RACE_LOST = "another writer kept inserting the same row first ({times} times)"
+BAD_POLL_INTERVAL = "poll_interval must be a positive number of seconds"
+CORRUPT_RECORD = "a stored session record cannot be read"
+BAD_MAX_EVENTS = "max_events must be positive"
+LISTEN_FAILED = "cannot LISTEN on PostgreSQL channel %r (%s); live waits poll every %.3fs"
+LISTEN_CLEANUP_FAILED = "ignored while closing the PostgreSQL listener: %r"
+LISTEN_LOST = "the PostgreSQL listener connection for channel %r was lost; polling until it is back"
+
+# Bare schemes pick the default async driver.
+_DEFAULT_DRIVER = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "mysql": "mysql+asyncmy",
+    "mariadb": "mariadb+asyncmy",
+}
+# SQLAlchemy scheme -> (driver module, extra that installs it).
+_DRIVERS = {
+    "sqlite+aiosqlite": ("aiosqlite", "sqlite"),
+    "postgresql+asyncpg": ("asyncpg", "postgres"),
+    "mysql+asyncmy": ("asyncmy", "mysql"),
+    "mariadb+asyncmy": ("asyncmy", "mysql"),
+    "mysql+aiomysql": ("aiomysql", "mysql"),
+    "mariadb+aiomysql": ("aiomysql", "mysql"),
+}
+_PREFIX_RE = re.compile(rf"[A-Za-z_][A-Za-z0-9_]{{0,{MAX_PREFIX_LENGTH - 1}}}")
+
+# Server states that mean "cannot reach it right now" rather than "it said no".
+_PG_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}  # + every class 08 state
+_MYSQL_UNAVAILABLE = {1040, 1053, 1927, 2002, 2003, 2005, 2006, 2013, 2055}
+_PG_LOCK_CONFLICT = {"40001", "40P01"}
+_MYSQL_LOCK_CONFLICT = {1020, 1213}
+
+
+class _RaceLost(Exception):
+    """A concurrent writer inserted the row this transaction meant to insert; run it again."""
+
+
+class _UserCodeError(Exception):
+    """Carries an exception raised by the caller's update function out unchanged."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Tables:
+    metadata: sa.MetaData
+    schema_version: sa.Table
+    sessions: sa.Table
+    streams: sa.Table
+    events: sa.Table
+
+
+@lru_cache(maxsize=64)
+def _tables(prefix: str) -> _Tables:
+    """The tables of one prefix; shared by every store on it, so compiled SQL is cached once."""
+    both = ("mysql", "mariadb")
+    # Keys are hex digests: ASCII and binary collation keep the index small.
+    key_type = sa.CHAR(64).with_variant(
+        sa_mysql.CHAR(64, charset="ascii", collation="ascii_bin"), *both
+    )
+    # Stream ids must compare case-sensitively ("a" and "A" are two streams).
+    ident_type = sa.String(MAX_STREAM_ID_LENGTH).with_variant(
+        sa_mysql.VARCHAR(MAX_STREAM_ID_LENGTH, charset="utf8mb4", collation="utf8mb4_bin"), *both
+    )
+    # MySQL TEXT stops at 64 KiB; session state and tool results can be bigger.
+    long_text = sa.Text().with_variant(sa_mysql.LONGTEXT(charset="utf8mb4"), *both)
+    table_options: dict[str, Any] = {
+        "mysql_engine": "InnoDB",
+        "mysql_charset": "utf8mb4",
+        "mariadb_engine": "InnoDB",
+        "mariadb_charset": "utf8mb4",
+    }
+    metadata = sa.MetaData()
+    schema_version = sa.Table(
+        f"{prefix}schema_version",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("version", sa.Integer, nullable=False),
+        **table_options,
+    )
+    sessions = sa.Table(
+        f"{prefix}sessions",
+        metadata,
+        sa.Column("key", key_type, primary_key=True),
+        sa.Column("principal", sa.Text, nullable=True),
+        sa.Column("created_at", sa.Double, nullable=False),
+        sa.Column("last_accessed", sa.Double, nullable=False),
+        sa.Column("expires_at", sa.Double, nullable=False),
+        sa.Column("ttl", sa.Double, nullable=False),
+        sa.Column("version", sa.BigInteger, nullable=False),
+        sa.Column("payload", long_text, nullable=False),
+        sa.Index(f"ix_{prefix}sessions_expires_at", "expires_at"),
+        **table_options,
+    )
+    streams = sa.Table(
+        f"{prefix}streams",
+        metadata,
+        sa.Column("session_key", key_type, primary_key=True),
+        sa.Column("stream_id", ident_type, primary_key=True),
+        sa.Column("request_id", sa.Text, nullable=True),
+        sa.Column("owner", sa.Text, nullable=False),
+        sa.Column("lease_expires", sa.Double, nullable=False),
+        sa.Column("first_seq", sa.BigInteger, nullable=False),
+        sa.Column("last_seq", sa.BigInteger, nullable=False),
+        sa.Column("done", sa.Boolean, nullable=False),
+        **table_options,
+    )
+    events = sa.Table(
+        f"{prefix}events",
+        metadata,
+        sa.Column("session_key", key_type, primary_key=True),
+        sa.Column("stream_id", ident_type, primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("event", sa.Text, nullable=True),
+        sa.Column("data", long_text, nullable=False),
+        **table_options,
+    )
+    return _Tables(metadata, schema_version, sessions, streams, events)
+
+
+def _require(extra: str, module: str) -> None:
+    """Import ``module`` or raise MissingExtraError naming the extra that installs it."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtraError(extra, module) from exc
+
+
+def _parse_url(url: str) -> URL:
+    """Map a bare scheme to its default async driver and check that driver is installed."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigurationError(BAD_URL.format(url=url))
+    scheme, rest = url.split("://", 1)
+    scheme = _DEFAULT_DRIVER.get(scheme.lower(), scheme.lower())
+    driver = _DRIVERS.get(scheme)
+    if driver is None:
+        known = ", ".join(sorted({*_DEFAULT_DRIVER, *_DRIVERS}))
+        raise ConfigurationError(UNSUPPORTED_SCHEME.format(scheme=scheme, known=known))
+    module, extra = driver
+    if _IMPORT_ERROR is not None:
+        raise MissingExtraError(extra, "sqlalchemy") from _IMPORT_ERROR
+    _require(extra, "greenlet")  # SQLAlchemy's asyncio layer runs on it
+    _require(extra, module)
+    try:
+        return sa.make_url(f"{scheme}://{rest}")
+    except sa_exc.ArgumentError as exc:
+        raise ConfigurationError(BAD_URL.format(url=url)) from exc
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers and one writer work at once across processes.
+
+    ``synchronous=NORMAL`` is safe with WAL: a crash of the process loses
+    nothing, a power cut may lose the last commits but never corrupts the file.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc``, the driver error SQLAlchemy wrapped, and what those were raised from."""
+    chain: list[BaseException] = []
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        current = todo.pop()
+        if current is None or any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        todo.append(current.__cause__)
+        if isinstance(current, sa_exc.DBAPIError):
+            orig = current.orig
+            todo.append(orig if isinstance(orig, BaseException) else None)
+    return chain
+
+
+def _mysql_errno(exc: BaseException) -> int | None:
+    module = type(exc).__module__
+    if module.startswith(("asyncmy", "aiomysql", "pymysql")) and exc.args:
+        code = exc.args[0]
+        return code if isinstance(code, int) else None
+    return None
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """True when the server could not be reached or went away (an outage, not a refusal)."""
+    for cause in _causes(exc):
+        if isinstance(cause, (OSError, asyncio.TimeoutError)):
+            return True
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        sqlstate = getattr(cause, "sqlstate", None)
+        if isinstance(sqlstate, str) and (sqlstate.startswith("08") or sqlstate in _PG_UNAVAILABLE):
+            return True
+        if _mysql_errno(cause) in _MYSQL_UNAVAILABLE:
+            return True
+        if isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause):
+            return True  # the busy timeout ran out: the writer ahead of us is stuck
+    return False
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    """True for a deadlock or serialization failure, which is worth running again."""
+    for cause in _causes(exc):
+        if getattr(cause, "sqlstate", None) in _PG_LOCK_CONFLICT:
+            return True
+        if _mysql_errno(cause) in _MYSQL_LOCK_CONFLICT:
+            return True
+    return False
+
+
+def _describe(exc: BaseException) -> str:
+    """The driver's own message, never SQLAlchemy's (which quotes the SQL parameters)."""
+    detail = exc.orig if isinstance(exc, sa_exc.DBAPIError) else exc
+    text = str(detail).strip().splitlines()
+    message = text[0] if text else type(detail).__name__
+    return message[:300]
+
+
+class SQLStore(Store):
+    """Sessions and their SSE events in three tables of a SQL database.
+
+    Build it with :meth:`from_url` (or ``create_store(url)``), or hand it an
+    :class:`~sqlalchemy.ext.asyncio.AsyncEngine` you own: the store then never
+    disposes it and leaves its configuration alone (no WAL pragma, no
+    isolation level), so set those up yourself for SQLite or MySQL.
+
+    Tables: ``<prefix>sessions``, ``<prefix>streams``, ``<prefix>events`` and
+    ``<prefix>schema_version``; :meth:`open` creates them (safe when several
+    processes start at once) and checks the recorded schema version.
+    """
+
+    schemes = tuple(sorted({*_DEFAULT_DRIVER, *_DRIVERS}))
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        secret: str | bytes | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        dispose_engine: bool = False,
+    ) -> None:
+        super().__init__(secret=secret)
+        if _IMPORT_ERROR is not None:  # pragma: no cover - no engine without SQLAlchemy
+            raise MissingExtraError("sqlite", "sqlalchemy") from _IMPORT_ERROR
+        if not isinstance(table_prefix, str) or not _PREFIX_RE.fullmatch(table_prefix):
+            raise ConfigurationError(
+                BAD_TABLE_PREFIX.format(max=MAX_PREFIX_LENGTH, prefix=table_prefix)
+            )
+        if poll_interval <= 0:
+            raise ConfigurationError(BAD_POLL_INTERVAL)
+        self.table_prefix = table_prefix
+        self.poll_interval = poll_interval
+        self._engine = engine
+        self._dispose_engine = dispose_engine
+        self._backend = engine.dialect.name
+        if self._backend not in ("sqlite", "postgresql", "mysql", "mariadb"):
+            raise ConfigurationError(UNSUPPORTED_DIALECT.format(dialect=self._backend))
+        self._sqlite = self._backend == "sqlite"
+        self._postgres = self._backend == "postgresql"
+        self._mysql = self._backend in ("mysql", "mariadb")
+        # PostgreSQL reads need no transaction: autocommit saves the BEGIN/ROLLBACK trips.
+        self._read_engine = (
+            engine.execution_options(isolation_level="AUTOCOMMIT") if self._postgres else engine
+        )
+        self._t = _tables(table_prefix)
+        digest = hashlib.sha256(f"mcp-session-mw:{table_prefix}".encode()).digest()
+        self._advisory_lock_id = int.from_bytes(digest[:8], "big", signed=True)
+        self._mysql_lock_name = f"mcp-session-mw:{table_prefix}"
+        self._channel = f"{table_prefix}events"
+        self._opened = False
+        self._open_lock: anyio.Lock | None = None
+        # PostgreSQL listener state; see _ensure_listener.
+        self._can_listen = self._postgres and engine.dialect.driver == "asyncpg"
+        self._listen_conn: AsyncConnection | None = None
+        self._listen_driver: Any = None
+        self._listening = False
+        self._listen_retry_at = 0.0
+        self._listen_lock: anyio.Lock | None = None
+        self._waiters: dict[tuple[str, str], set[anyio.Event]] = {}
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        table_prefix: str = DEFAULT_TABLE_PREFIX,
+        secret: str | bytes | None = None,
+        engine: AsyncEngine | None = None,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        **engine_options: Any,
+    ) -> SQLStore:
+        """A store for ``url``; ``engine_options`` go to ``create_async_engine``.
+
+        Bare ``sqlite://``, ``postgresql://`` (or ``postgres://``), ``mysql://``
+        and ``mariadb://`` pick aiosqlite, asyncpg and asyncmy. With ``engine``
+        the URL only chose this class: the caller's engine is used as it is and
+        never disposed. ``busy_timeout`` (SQLite) is how long a writer waits for
+        the write lock held by another connection or process.
+        """
+        parsed = _parse_url(url)
+        if engine is not None:
+            return cls(
+                engine, table_prefix=table_prefix, secret=secret, poll_interval=poll_interval
+            )
+        backend = parsed.get_backend_name()
+        options = dict(engine_options)
+        options.setdefault("pool_pre_ping", True)  # a restarted server costs one ping, not an error
+        options.setdefault("pool_size", pool_size)
+        options.setdefault("max_overflow", DEFAULT_MAX_OVERFLOW)
+        connect_args = dict(options.pop("connect_args", {}))
+        if backend == "sqlite":
+            database = parsed.database or ""
+            if (
+                database in ("", ":memory:")
+                or "mode=memory" in database
+                or parsed.query.get("mode") == "memory"
+            ):
+                raise ConfigurationError(SQLITE_IN_MEMORY)
+            connect_args.setdefault("timeout", busy_timeout)  # sqlite3's busy handler
+        elif backend == "postgresql":
+            connect_args.setdefault("timeout", DEFAULT_CONNECT_TIMEOUT)
+        else:
+            options.setdefault("isolation_level", "READ COMMITTED")
+        options["connect_args"] = connect_args
+        try:
+            new_engine = create_async_engine(parsed, **options)
+        except (TypeError, sa_exc.ArgumentError) as exc:
+            raise ConfigurationError(f"cannot build a {backend} engine: {exc}") from exc
+        if backend == "sqlite":
+            sa_event.listen(new_engine.sync_engine, "connect", _sqlite_on_connect)
+        return cls(
+            new_engine,
+            table_prefix=table_prefix,
+            secret=secret,
+            poll_interval=poll_interval,
+            dispose_engine=True,
+        )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create the tables if needed and check their schema version. Idempotent."""
+        if self._opened:
+            return
+        if self._open_lock is None:
+            self._open_lock = anyio.Lock()
+        async with self._open_lock:
+            if self._opened:
+                return
+            found = await self._transact(self._engine, self._create_schema, write=True)
+            if found > SCHEMA_VERSION:
+                raise ConfigurationError(
+                    SCHEMA_TOO_NEW.format(
+                        prefix=self.table_prefix, found=found, supported=SCHEMA_VERSION
+                    )
+                )
+            if found < SCHEMA_VERSION:
+                raise ConfigurationError(
+                    SCHEMA_TOO_OLD.format(
+                        prefix=self.table_prefix, found=found, supported=SCHEMA_VERSION
+                    )
+                )
+            self._opened = True
+
+    async def close(self) -> None:
+        """Close the listener and, when this store built the engine, its connections."""
+        await self._drop_listener()
+        self._listening = False
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+        self._opened = False
+        if self._dispose_engine:
+            await self._engine.dispose()
+
+    async def drop_schema(self) -> None:
+        """Drop this prefix's tables and everything in them (tests, uninstall)."""
+
+        async def drop(conn: AsyncConnection) -> None:
+            await conn.run_sync(self._t.metadata.drop_all, checkfirst=True)
+
+        await self._transact(self._engine, drop, write=True)
+        self._opened = False
+
+    async def _create_schema(self, conn: AsyncConnection) -> int:
+        """Create missing tables under a lock and return the recorded schema version.
+
+        The lock makes concurrent first starts safe: PostgreSQL takes a
+        transaction-scoped advisory lock, MySQL a named lock (its DDL commits on
+        its own), SQLite already holds the write lock (BEGIN IMMEDIATE).
+        """
+        version = self._t.schema_version
+        if self._postgres:
+            await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self._advisory_lock_id)))
+        elif self._mysql:
+            got = await conn.scalar(
+                sa.select(sa.func.get_lock(self._mysql_lock_name, SCHEMA_LOCK_TIMEOUT))
+            )
+            if got != 1:
+                raise StoreError(SCHEMA_LOCK_TIMED_OUT)
+        try:
+            await conn.run_sync(self._t.metadata.create_all, checkfirst=True)
+            found = await conn.scalar(sa.select(version.c.version).where(version.c.id == 1))
+            if found is None:
+                await conn.execute(sa.insert(version).values(id=1, version=SCHEMA_VERSION))
+                found = SCHEMA_VERSION
+        finally:
+            if self._mysql:
+                await conn.execute(sa.select(sa.func.release_lock(self._mysql_lock_name)))
+        return int(found)
+
+    # -- transactions -------------------------------------------------------------
+
+    async def _write(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        await self.open()
+        return await self._transact(self._engine, body, write=True)
+
+    async def _read(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        await self.open()
+        return await self._transact(self._read_engine, body, write=False)
+
+    async def _write_upsert(self, body: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        """Run an update-else-insert ``body``; when another writer inserted first, go again.
+
+        The second run finds the row and updates it. Portable SQL has no upsert,
+        and the dialects' own ones differ in what they report back.
+        """
+        for _ in range(LOCK_CONFLICT_RETRIES):
+            try:
+                return await self._write(body)
+            except _RaceLost:
+                continue
+        raise StoreError(RACE_LOST.format(times=LOCK_CONFLICT_RETRIES))
+
+    async def _transact(
+        self,
+        engine: AsyncEngine,
+        body: Callable[[AsyncConnection], Awaitable[T]],
+        *,
+        write: bool,
+    ) -> T:
+        """Run ``body`` in one transaction (commit if ``write``); translate driver errors."""
+        attempt = 0
+        while True:
+            try:
+                async with engine.connect() as conn:
+                    if write and self._sqlite:
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    result = await body(conn)
+                    if write:
+                        await conn.commit()
+                    return result
+            except (OSError, asyncio.TimeoutError, sa_exc.SQLAlchemyError) as exc:
+                if attempt < LOCK_CONFLICT_RETRIES and _is_lock_conflict(exc):
+                    attempt += 1
+                    await anyio.sleep(random.uniform(0, 0.01 * attempt))
+                    continue
+                raise self._translate(exc) from exc
+
+    def _translate(self, exc: BaseException) -> StoreError:
+        if _is_unavailable(exc):
+            return StoreUnavailableError(
+                STORE_UNAVAILABLE.format(backend=self._backend, error=_describe(exc))
+            )
+        return StoreError(STORE_FAILED.format(backend=self._backend, error=_describe(exc)))
+
+    # -- row helpers ------------------------------------------------------------------
+
+    def _session_columns(self) -> tuple[sa.ColumnElement[Any], ...]:
+        c = self._t.sessions.c
+        return (
+            c.key,
+            c.principal,
+            c.created_at,
+            c.last_accessed,
+            c.expires_at,
+            c.ttl,
+            c.version,
+            c.payload,
+        )
+
+    @staticmethod
+    def _to_record(row: Sequence[Any]) -> SessionRecord:
+        key, principal, created_at, last_accessed, expires_at, ttl, version, payload = row
+        try:
+            return SessionRecord.from_payload(
+                key=key,
+                payload=payload,
+                principal=principal,
+                created_at=created_at,
+                last_accessed=last_accessed,
+                expires_at=expires_at,
+                ttl=ttl,
+                version=version,
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StoreError(CORRUPT_RECORD) from exc
+
+    @staticmethod
+    def _values(record: SessionRecord) -> dict[str, Any]:
+        return {
+            "principal": record.principal,
+            "created_at": record.created_at,
+            "last_accessed": record.last_accessed,
+            "expires_at": record.expires_at,
+            "ttl": record.ttl,
+            "version": record.version,
+            "payload": record.payload(),
+        }
+
+    def _live(self, key: str, now: float) -> sa.ColumnElement[bool]:
+        c = self._t.sessions.c
+        return sa.and_(c.key == key, c.expires_at > now)
+
+    async def _is_live(self, conn: AsyncConnection, key: str, now: float) -> bool:
+        found = await conn.scalar(sa.select(self._t.sessions.c.key).where(self._live(key, now)))
+        return found is not None
+
+    def _stream_is(self, table: sa.Table, key: str, stream_id: str) -> sa.ColumnElement[bool]:
+        return sa.and_(table.c.session_key == key, table.c.stream_id == stream_id)
+
+    async def _notify(self, conn: AsyncConnection, key: str, stream_id: str) -> None:
+        """Wake PostgreSQL listeners of this stream once the transaction commits."""
+        if self._postgres:
+            await conn.execute(sa.select(sa.func.pg_notify(self._channel, f"{key}:{stream_id}")))
+
+    # -- sessions -----------------------------------------------------------------
+
+    async def _insert(self, record: SessionRecord) -> None:
+        sessions, streams, events = self._t.sessions, self._t.streams, self._t.events
+        now = self.now()
+
+        async def insert(conn: AsyncConnection) -> None:
+            # An expired session under this key gives way, with its events. If a
+            # live one holds the key the INSERT fails and all of this rolls back.
+            await conn.execute(
+                sa.delete(sessions).where(
+                    sessions.c.key == record.key, sessions.c.expires_at <= now
+                )
+            )
+            await conn.execute(sa.delete(streams).where(streams.c.session_key == record.key))
+            await conn.execute(sa.delete(events).where(events.c.session_key == record.key))
+            try:
+                await conn.execute(
+                    sa.insert(sessions).values(key=record.key, **self._values(record))
+                )
+            except sa_exc.IntegrityError as exc:
+                raise SessionExistsError("session already exists") from exc
+
+        await self._write(insert)
+
+    async def _get(self, key: str, now: float) -> SessionRecord | None:
+        async def get(conn: AsyncConnection) -> SessionRecord | None:
+            result = await conn.execute(
+                sa.select(*self._session_columns()).where(self._live(key, now))
+            )
+            row = result.first()
+            return None if row is None else self._to_record(row)
+
+        return await self._read(get)
+
+    async def _put(self, record: SessionRecord) -> None:
+        sessions = self._t.sessions
+
+        async def put(conn: AsyncConnection) -> None:
+            result = await conn.execute(
+                sa.update(sessions).where(sessions.c.key == record.key).values(self._values(record))
+            )
+            if result.rowcount == 0:
+                try:
+                    await conn.execute(
+                        sa.insert(sessions).values(key=record.key, **self._values(record))
+                    )
+                except sa_exc.IntegrityError as exc:  # inserted meanwhile: write again
+                    raise _RaceLost from exc
+
+        await self._write_upsert(put)
+
+    async def _compare_and_swap(self, record: SessionRecord, expected_version: int) -> bool:
+        sessions = self._t.sessions
+        now = self.now()
+
+        async def swap(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                sa.update(sessions)
+                .where(
+                    sessions.c.key == record.key,
+                    sessions.c.version == expected_version,
+                    sessions.c.expires_at > now,
+                )
+                .values(self._values(record))
+            )
+            return result.rowcount == 1
+
+        return await self._write(swap)
+
+    async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
+        sessions = self._t.sessions
+        values: dict[str, Any] = {"last_accessed": now}
+        if ttl is None:
+            values["expires_at"] = now + sessions.c.ttl
+        else:
+            values["expires_at"] = now + ttl
+            values["ttl"] = ttl
+
+        async def touch(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                sa.update(sessions).where(self._live(key, now)).values(values)
+            )
+            return result.rowcount == 1
+
+        return await self._write(touch)
+
+    async def _delete(self, key: str) -> bool:
+        sessions, streams, events = self._t.sessions, self._t.streams, self._t.events
+        now = self.now()
+
+        async def delete(conn: AsyncConnection) -> bool:
+            live = await conn.execute(sa.delete(sessions).where(self._live(key, now)))
+            await conn.execute(sa.delete(sessions).where(sessions.c.key == key))
+            # Streams before events: an append holding a stream row's lock
+            # commits its event first, so the events DELETE below sees it.
+            await conn.execute(sa.delete(streams).where(streams.c.session_key == key))
+            await conn.execute(sa.delete(events).where(events.c.session_key == key))
+            return live.rowcount > 0
+
+        return await self._write(delete)
+
+    async def _list(self, limit: int, cursor: str | None, now: float) -> Page:
+        c = self._t.sessions.c
+        query = sa.select(*self._session_columns()).where(c.expires_at > now)
+        if cursor is not None:
+            query = query.where(c.key > cursor)
+        query = query.order_by(c.key).limit(limit + 1)
+
+        async def page(conn: AsyncConnection) -> Page:
+            rows = (await conn.execute(query)).all()
+            records = [self._to_record(row) for row in rows[:limit]]
+            more = len(rows) > limit
+            return Page(records, records[-1].key if more else None)
+
+        return await self._read(page)
+
+    async def _cleanup(self, now: float) -> int:
+        sessions, streams, events = self._t.sessions, self._t.streams, self._t.events
+
+        async def batch(conn: AsyncConnection) -> tuple[int, int]:
+            # Locking the expired rows keeps a concurrent create of the same key
+            # (which replaces an expired row) from losing its new events to us.
+            keys = list(
+                await conn.scalars(
+                    sa.select(sessions.c.key)
+                    .where(sessions.c.expires_at <= now)
+                    .order_by(sessions.c.key)
+                    .limit(CLEANUP_BATCH)
+                    .with_for_update()
+                )
+            )
+            if not keys:
+                return 0, 0
+            await conn.execute(sa.delete(streams).where(streams.c.session_key.in_(keys)))
+            await conn.execute(sa.delete(events).where(events.c.session_key.in_(keys)))
+            removed = await conn.execute(
+                sa.delete(sessions).where(sessions.c.key.in_(keys), sessions.c.expires_at <= now)
+            )
+            return len(keys), removed.rowcount
+
+        total = 0
+        while True:
+            found, removed = await self._write(batch)
+            total += removed
+            if found < CLEANUP_BATCH or removed == 0:
+                return total
+
+    # -- update with a row lock ------------------------------------------------------
+
+    async def update(
+        self,
+        session_id: str,
+        change: StateChange,
+        *,
+        retries: int = DEFAULT_UPDATE_RETRIES,
+    ) -> SessionRecord:
+        """Atomically change the session's state (see :meth:`Store.update`).
+
+        A mapping or a plain function is applied under the session row's lock,
+        so concurrent writers queue instead of retrying. An async function runs
+        without the lock (it may use the store itself) and falls back to the
+        compare-and-swap loop; so does a plain function that returns an awaitable.
+        """
+        if inspect.iscoroutinefunction(change):
+            return await super().update(session_id, change, retries=retries)
+        stored = await self._update_locked(session_id, change, "state")
+        if stored is not None:
+            return stored
+        return await super().update(session_id, change, retries=retries)
+
+    async def update_meta(self, session_id: str, change: StateChange) -> SessionRecord:
+        """Like :meth:`update`, on the middleware's private ``meta`` dict."""
+        if inspect.iscoroutinefunction(change):
+            return await super().update_meta(session_id, change)
+        stored = await self._update_locked(session_id, change, "meta")
+        if stored is not None:
+            return stored
+        return await super().update_meta(session_id, change)
+
+    async def _update_locked(
+        self, session_id: str, change: StateChange, field: str
+    ) -> SessionRecord | None:
+        """Read-modify-write under the row lock; None when ``change`` turned out to be async."""
+        key = self.key(session_id)
+        sessions = self._t.sessions
+        now = self.now()
+
+        async def modify(
+            conn: AsyncConnection,
+        ) -> tuple[SessionRecord, SessionRecord | None, Awaitable[Any] | None]:
+            result = await conn.execute(
+                sa.select(*self._session_columns()).where(self._live(key, now)).with_for_update()
+            )
+            row = result.first()
+            if row is None:
+                raise SessionNotFoundError("session not found")
+            current = self._to_record(row)
+            old: dict[str, JSONValue] = getattr(current, field)
+            if isinstance(change, Mapping):
+                new = check_state(merge_state(old, change))
+            else:
+                try:
+                    outcome: Any = change(dict(old))
+                except Exception as exc:
+                    raise _UserCodeError(exc) from exc
+                if inspect.isawaitable(outcome):
+                    return current, None, outcome  # finish outside the lock
+                new = check_state(outcome)
+            stored = current.evolve(**{field: new}, version=current.version + 1)
+            await conn.execute(
+                sa.update(sessions)
+                .where(sessions.c.key == key)
+                .values(payload=stored.payload(), version=stored.version)
+            )
+            return current, stored, None
+
+        try:
+            current, stored, pending = await self._write(modify)
+        except _UserCodeError as exc:
+            raise exc.error from None
+        if stored is not None:
+            return stored
+        assert pending is not None
+        new = check_state(await pending)
+        stored = current.evolve(**{field: new}, version=current.version + 1)
+        if await self._compare_and_swap(stored, current.version):
+            return stored
+        return None
+
+    # -- streams and events -----------------------------------------------------------
+
+    async def _open_stream(self, key: str, state: StreamState) -> StreamState:
+        streams = self._t.streams
+        now = self.now()
+        request_id = None if state.request_id is None else _dump_json(state.request_id)
+
+        async def open_stream(conn: AsyncConnection) -> StreamState:
+            # Share-lock the session row: a concurrent delete waits for us and
+            # then removes this stream too, instead of leaving it orphaned.
+            live = await conn.scalar(
+                sa.select(self._t.sessions.c.key)
+                .where(self._live(key, now))
+                .with_for_update(read=True)
+            )
+            if live is None:
+                raise SessionNotFoundError("session not found")
+            where = self._stream_is(streams, key, state.stream_id)
+            existing = (
+                await conn.execute(
+                    sa.select(streams.c.first_seq, streams.c.last_seq)
+                    .where(where)
+                    .with_for_update()
+                )
+            ).first()
+            if existing is None:
+                first_seq, last_seq = 1, 0
+                try:
+                    await conn.execute(
+                        sa.insert(streams).values(
+                            session_key=key,
+                            stream_id=state.stream_id,
+                            request_id=request_id,
+                            owner=state.owner,
+                            lease_expires=state.lease_expires,
+                            first_seq=first_seq,
+                            last_seq=last_seq,
+                            done=False,
+                        )
+                    )
+                except sa_exc.IntegrityError as exc:
+                    raise _RaceLost from exc
+            else:
+                first_seq, last_seq = int(existing[0]), int(existing[1])
+                await conn.execute(
+                    sa.update(streams)
+                    .where(where)
+                    .values(
+                        request_id=request_id,
+                        owner=state.owner,
+                        lease_expires=state.lease_expires,
+                        done=False,
+                    )
+                )
+            await self._notify(conn, key, state.stream_id)
+            return StreamState(
+                stream_id=state.stream_id,
+                request_id=state.request_id,
+                owner=state.owner,
+                lease_expires=state.lease_expires,
+                first_seq=first_seq,
+                last_seq=last_seq,
+                done=False,
+            )
+
+        return await self._write_upsert(open_stream)
+
+    async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
+        streams = self._t.streams
+        now = self.now()
+        query = (
+            sa.select(
+                streams.c.request_id,
+                streams.c.owner,
+                streams.c.lease_expires,
+                streams.c.first_seq,
+                streams.c.last_seq,
+                streams.c.done,
+            )
+            .join(self._t.sessions, self._t.sessions.c.key == streams.c.session_key)
+            .where(self._stream_is(streams, key, stream_id), self._live(key, now))
+        )
+
+        async def load(conn: AsyncConnection) -> StreamState | None:
+            row = (await conn.execute(query)).first()
+            if row is None:
+                return None
+            request_id, owner, lease_expires, first_seq, last_seq, done = row
+            return StreamState(
+                stream_id=stream_id,
+                request_id=None if request_id is None else _load_json(request_id),
+                owner=owner,
+                lease_expires=float(lease_expires),
+                first_seq=int(first_seq),
+                last_seq=int(last_seq),
+                done=bool(done),
+            )
+
+        return await self._read(load)
+
+    async def _change_stream(
+        self, key: str, stream_id: str, values: dict[str, Any], *, notify: bool
+    ) -> None:
+        streams = self._t.streams
+        now = self.now()
+
+        async def change(conn: AsyncConnection) -> None:
+            if not await self._is_live(conn, key, now):
+                raise SessionNotFoundError("session not found")
+            result = await conn.execute(
+                sa.update(streams).where(self._stream_is(streams, key, stream_id)).values(values)
+            )
+            if result.rowcount == 0:
+                raise StreamNotFoundError("stream not found")
+            if notify:
+                await self._notify(conn, key, stream_id)
+
+        await self._write(change)
+
+    async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
+        await self._change_stream(key, stream_id, {"lease_expires": lease_expires}, notify=False)
+
+    async def _finish_stream(self, key: str, stream_id: str) -> None:
+        await self._change_stream(key, stream_id, {"done": True}, notify=True)
+
+    async def _append_event(
+        self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
+    ) -> StoredEvent:
+        if max_events is not None and max_events < 1:
+            raise ValueError(BAD_MAX_EVENTS)
+        streams, events = self._t.streams, self._t.events
+        now = self.now()
+        where = self._stream_is(streams, key, stream_id)
+
+        async def append(conn: AsyncConnection) -> StoredEvent:
+            # The stream row's lock numbers events one at a time. The session row
+            # is only read, never locked, to keep the session-then-stream order.
+            row = (
+                await conn.execute(
+                    sa.select(streams.c.first_seq, streams.c.last_seq)
+                    .where(where)
+                    .with_for_update()
+                )
+            ).first()
+            if not await self._is_live(conn, key, now):
+                raise SessionNotFoundError("session not found")
+            if row is None:
+                raise StreamNotFoundError("stream not found")
+            first_seq, seq = int(row[0]), int(row[1]) + 1
+            await conn.execute(
+                sa.insert(events).values(
+                    session_key=key, stream_id=stream_id, seq=seq, event=event, data=data
+                )
+            )
+            if max_events is not None and seq - first_seq + 1 > max_events:
+                first_seq = seq - max_events + 1
+                await conn.execute(
+                    sa.delete(events).where(
+                        self._stream_is(events, key, stream_id), events.c.seq < first_seq
+                    )
+                )
+            await conn.execute(
+                sa.update(streams).where(where).values(first_seq=first_seq, last_seq=seq)
+            )
+            await self._notify(conn, key, stream_id)
+            return StoredEvent(stream_id, seq, data, event)
+
+        return await self._write(append)
+
+    def _events_query(
+        self, key: str, stream_id: str, after_seq: int, limit: int, now: float
+    ) -> sa.Select[Any]:
+        events = self._t.events
+        alive = sa.select(self._t.sessions.c.key).where(self._live(key, now)).exists()
+        return (
+            sa.select(events.c.seq, events.c.event, events.c.data)
+            .where(self._stream_is(events, key, stream_id), events.c.seq > after_seq, alive)
+            .order_by(events.c.seq)
+            .limit(limit)
+        )
+
+    async def _read_events(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> list[StoredEvent]:
+        query = self._events_query(key, stream_id, after_seq, limit, self.now())
+
+        async def read(conn: AsyncConnection) -> list[StoredEvent]:
+            rows = (await conn.execute(query)).all()
+            return [StoredEvent(stream_id, int(seq), data, event) for seq, event, data in rows]
+
+        return await self._read(read)
+
+    # -- live waits ---------------------------------------------------------------------
+
+    async def wait_events(
+        self,
+        session_id: str,
+        stream_id: str,
+        after_seq: int,
+        timeout: float,
+        limit: int = 1000,
+    ) -> list[StoredEvent]:
+        """Events after ``after_seq``, waiting up to ``timeout`` seconds for one.
+
+        Returns ``[]`` at once when the stream is finished (or gone) and has
+        nothing newer, as the memory store does. On PostgreSQL a notification
+        wakes the wait; otherwise it polls every ``poll_interval`` seconds.
+        """
+        key = self.key(session_id)
+        slot = (key, stream_id)
+        deadline = time.monotonic() + timeout
+        while True:
+            pushed = await self._ensure_listener()
+            wake = anyio.Event()
+            if pushed:  # register before reading, so a NOTIFY in between is not missed
+                self._waiters.setdefault(slot, set()).add(wake)
+            try:
+                events, finished = await self._poll_stream(key, stream_id, after_seq, limit)
+                remaining = deadline - time.monotonic()
+                if events or finished or remaining <= 0:
+                    return events
+                if pushed and self._listening:
+                    with anyio.move_on_after(
+                        min(remaining, max(self.poll_interval, LISTEN_RECHECK_INTERVAL))
+                    ):
+                        await wake.wait()
+                else:
+                    await anyio.sleep(min(self.poll_interval, remaining))
+            finally:
+                if pushed:
+                    waiters = self._waiters.get(slot)
+                    if waiters is not None:
+                        waiters.discard(wake)
+                        if not waiters:
+                            del self._waiters[slot]
+
+    async def _poll_stream(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredEvent], bool]:
+        """New events, and whether the stream is finished or gone (nothing more will come)."""
+        streams = self._t.streams
+        now = self.now()
+        state_query = (
+            sa.select(streams.c.last_seq, streams.c.done)
+            .join(self._t.sessions, self._t.sessions.c.key == streams.c.session_key)
+            .where(self._stream_is(streams, key, stream_id), self._live(key, now))
+        )
+
+        async def poll(conn: AsyncConnection) -> tuple[list[StoredEvent], bool]:
+            row = (await conn.execute(state_query)).first()
+            if row is None:
+                return [], True
+            last_seq, done = int(row[0]), bool(row[1])
+            if last_seq <= after_seq:
+                return [], done
+            rows = (
+                await conn.execute(self._events_query(key, stream_id, after_seq, limit, now))
+            ).all()
+            found = [StoredEvent(stream_id, int(seq), data, event) for seq, event, data in rows]
+            return found, done and not found
+
+        return await self._read(poll)
+
+    async def _ensure_listener(self) -> bool:
+        """True when a LISTEN connection is up (opening it on first use); False means poll."""
+        if not self._can_listen:
+            return False
+        if self._listening:
+            return True
+        if time.monotonic() < self._listen_retry_at:
+            return False
+        if self._listen_lock is None:
+            self._listen_lock = anyio.Lock()
+        async with self._listen_lock:
+            if self._listening:
+                return True
+            await self._drop_listener()
+            try:
+                conn = await self._engine.connect()
+            except Exception as exc:  # any failure here only means "poll for now"
+                return self._listen_failed(exc)
+            try:
+                raw = await conn.get_raw_connection()
+                driver: Any = raw.driver_connection
+                await driver.add_listener(self._channel, self._on_notify)
+                driver.add_termination_listener(self._on_listener_lost)
+            except Exception as exc:
+                await _quietly(conn.invalidate())
+                await _quietly(conn.close())
+                return self._listen_failed(exc)
+            self._listen_conn, self._listen_driver, self._listening = conn, driver, True
+            return True
+
+    def _listen_failed(self, exc: BaseException) -> bool:
+        logger.warning(LISTEN_FAILED, self._channel, _describe(exc), self.poll_interval)
+        self._listen_retry_at = time.monotonic() + LISTEN_RETRY_DELAY
+        return False
+
+    def _on_notify(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        for waiter in self._waiters.get((payload[:64], payload[65:]), ()):
+            waiter.set()
+
+    def _on_listener_lost(self, _connection: Any) -> None:
+        if self._listening:
+            logger.warning(LISTEN_LOST, self._channel)
+        self._listening = False
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.set()
+
+    async def _drop_listener(self) -> None:
+        conn, driver = self._listen_conn, self._listen_driver
+        self._listen_conn = self._listen_driver = None
+        self._listening = False
+        if conn is None:
+            return
+        if driver is not None and not driver.is_closed():
+            await _quietly(driver.remove_listener(self._channel, self._on_notify))
+            driver.remove_termination_listener(self._on_listener_lost)
+            await _quietly(conn.close())
+        else:
+            await _quietly(conn.invalidate())
+            await _quietly(conn.close())
+
+
+async def _quietly(step: Awaitable[Any]) -> None:
+    """Run a best-effort cleanup step whose failure changes nothing for the caller."""
+    try:
+        await step
+    except Exception as exc:  # driver errors of a connection that is already broken
+        logger.debug(LISTEN_CLEANUP_FAILED, exc)
+
+
+def _dump_json(value: JSONValue) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _load_json(text: str) -> JSONValue:
+    return json.loads(text)
+
+
+__all__ = ["DEFAULT_TABLE_PREFIX", "SCHEMA_VERSION", "SQLStore"]
