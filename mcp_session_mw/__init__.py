@@ -16,6 +16,7 @@ from .errors import (
     StreamNotFoundError,
 )
 from .middleware import SessionMiddleware
+from .mount import mount_mcp
 from .records import Page, SessionRecord, StoredEvent, StreamState
 from .session import Session, current_session, current_session_or_none
 from .stores import MemoryStore, Store, create_store
@@ -46,4 +47,5 @@ __all__ = [
     "create_store",
     "current_session",
     "current_session_or_none",
+    "mount_mcp",
 ]
