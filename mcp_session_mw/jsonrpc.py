@@ -25,6 +25,8 @@ MSG_NOT_JSON_RPC = "Invalid Request: the body is not a JSON-RPC message"
 MSG_INITIALIZE_BATCHED = "Invalid Request: initialize must not be part of a batch"
 MSG_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
 MSG_METHOD_NOT_ALLOWED = "Method Not Allowed"
+MSG_NOT_ACCEPTABLE = "Not Acceptable: the client must accept text/event-stream"
+MSG_BAD_EVENT_ID = "Bad Request: unknown or malformed Last-Event-ID"
 MSG_APP_SESSION_FAILED = "Internal error: the session could not be re-created in the server"
 
 RequestId = str | int | None

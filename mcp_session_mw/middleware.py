@@ -15,6 +15,7 @@ Divergences from the MCP SDK's own session handling, on purpose:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -29,10 +30,12 @@ from .asgi import (
     BodyTooLarge,
     CapturedResponse,
     ClientDisconnected,
+    body_only,
     call_and_capture,
     read_body,
     replay_body,
     send_empty,
+    wait_forever,
     with_headers,
 )
 from .errors import ConfigurationError, StoreError
@@ -40,9 +43,10 @@ from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     MSG_APP_SESSION_FAILED,
+    MSG_BAD_EVENT_ID,
     MSG_BODY_TOO_LARGE,
     MSG_INITIALIZE_BATCHED,
-    MSG_METHOD_NOT_ALLOWED,
+    MSG_NOT_ACCEPTABLE,
     MSG_NOT_JSON_RPC,
     MSG_PARSE_ERROR,
     MSG_SESSION_NOT_FOUND,
@@ -56,13 +60,14 @@ from .jsonrpc import (
 from .principal import PrincipalFn, default_principal
 from .protocol import (
     DEFAULT_REVISION,
+    LAST_EVENT_ID_HEADER,
     SESSION_HEADER,
     VERSION_HEADER,
     is_handshake_lane,
     mint_session_id,
     valid_session_id,
 )
-from .records import SessionRecord
+from .records import SessionRecord, StreamState
 from .rehydrate import (
     AppSessionError,
     LocalSession,
@@ -72,6 +77,14 @@ from .rehydrate import (
 )
 from .session import Session, _current
 from .stores import DEFAULT_STORE_URL, Store, create_store
+from .streams import (
+    STANDALONE_STREAM,
+    DurableResponse,
+    StreamOptions,
+    follow_stream,
+    parse_event_id,
+    wants_priming,
+)
 
 logger = logging.getLogger("mcp_session_mw")
 
@@ -113,6 +126,10 @@ class SessionMiddleware:
         max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
         principal: PrincipalFn | None = default_principal,
         store_options: Mapping[str, Any] | None = None,
+        sse_retry_ms: int | None = 1000,
+        stream_lease: float = 10.0,
+        max_events_per_stream: int | None = 50_000,
+        max_stream_seconds: float | None = None,
     ) -> None:
         if not ttl > 0:
             raise ConfigurationError("ttl must be a positive number of seconds")
@@ -124,6 +141,14 @@ class SessionMiddleware:
             raise ConfigurationError("max_body_size must be a positive number of bytes")
         if max_local_sessions <= 0:
             raise ConfigurationError("max_local_sessions must be positive")
+        if sse_retry_ms is not None and sse_retry_ms < 0:
+            raise ConfigurationError("sse_retry_ms must not be negative")
+        if not stream_lease > 0:
+            raise ConfigurationError("stream_lease must be a positive number of seconds")
+        if max_events_per_stream is not None and max_events_per_stream <= 0:
+            raise ConfigurationError("max_events_per_stream must be positive (or None)")
+        if max_stream_seconds is not None and not max_stream_seconds > 0:
+            raise ConfigurationError("max_stream_seconds must be positive (or None)")
         if path is not None and not path.startswith("/"):
             raise ConfigurationError("path must start with '/' (or be None for every path)")
         self.app = app
@@ -142,6 +167,12 @@ class SessionMiddleware:
         self.path = None if path is None else (path.rstrip("/") or "/")
         self.max_body_size = max_body_size
         self.principal = principal
+        self.streams = StreamOptions(
+            retry_ms=sse_retry_ms,
+            lease_seconds=stream_lease,
+            max_events_per_stream=max_events_per_stream,
+            max_stream_seconds=max_stream_seconds,
+        )
         self._locals = LocalSessions(max_local_sessions)
         self._store_open = False
         self._open_lock = anyio.Lock()
@@ -165,13 +196,7 @@ class SessionMiddleware:
         elif method == "DELETE":
             await self._delete(scope, send, headers)
         elif method == "GET":
-            await send_error(
-                send,
-                405,
-                INVALID_REQUEST,
-                MSG_METHOD_NOT_ALLOWED,
-                headers=[(b"allow", b"POST, DELETE")],
-            )
+            await self._get(scope, receive, send, headers)
         else:
             await self.app(scope, receive, send)
 
@@ -308,6 +333,54 @@ class SessionMiddleware:
         await self._remember(scope, session_id, LocalSession(session, local_app_id))
         await _send_captured(send, answer, session_id)
 
+    # -- GET -------------------------------------------------------------------------
+
+    async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        """Resume a stream after Last-Event-ID, or open the standalone stream."""
+        if "text/event-stream" not in (headers.get("accept") or ""):
+            await send_error(send, 406, INVALID_REQUEST, MSG_NOT_ACCEPTABLE)
+            return
+        found = await self._resolve(scope, send, headers, None)
+        if found is None:
+            return
+        session_id, record = found
+        version = headers.get(VERSION_HEADER) or record.protocol_version
+        last_event_id = headers.getlist(LAST_EVENT_ID_HEADER)
+        try:
+            if last_event_id:
+                position = parse_event_id(last_event_id[0]) if len(last_event_id) == 1 else None
+                state = (
+                    None
+                    if position is None
+                    else await self.store.load_stream(session_id, position[0])
+                )
+                if position is None or state is None:
+                    # Another session's id is answered exactly like an unknown one.
+                    await send_error(send, 400, INVALID_REQUEST, MSG_BAD_EVENT_ID)
+                    return
+                stream_id, after_seq = position
+                priming = False
+            else:
+                stream_id = STANDALONE_STREAM
+                state = await self.store.load_stream(session_id, stream_id)
+                if state is None:
+                    state = await self.store.open_stream(session_id, StreamState(stream_id))
+                after_seq = state.last_seq
+                priming = wants_priming(version)
+        except StoreError:
+            await self._unavailable(send, None)
+            return
+        await follow_stream(
+            store=self.store,
+            session_id=session_id,
+            stream_id=stream_id,
+            after_seq=after_seq,
+            send=send,
+            receive=receive,
+            options=self.streams,
+            priming=priming,
+        )
+
     # -- DELETE ----------------------------------------------------------------------
 
     async def _delete(self, scope: Scope, send: Send, headers: Headers) -> None:
@@ -402,7 +475,10 @@ class SessionMiddleware:
                     set_headers[_SESSION] = app_id.encode()
                 app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
                 may_retry = attempt == 0 and app_id is not None
-                if not await self._call_app(app_scope, body, receive, send, session_id, may_retry):
+                held = await self._call_app(
+                    app_scope, body, send, local.session, request_id, version, may_retry
+                )
+                if not held:
                     return
                 # The app answered 404: it no longer holds that session (idle
                 # timeout, restart). It never ran the request, so re-create once.
@@ -414,27 +490,108 @@ class SessionMiddleware:
         self,
         scope: Scope,
         body: bytes,
-        receive: Receive,
         send: Send,
-        session_id: str,
+        session: Session,
+        request_id: RequestId,
+        protocol_version: str,
         hold_404: bool,
     ) -> bool:
-        """Run the app on the client's request; True if a 404 was held back for a retry."""
+        """Run the app on the client's request; True if a 404 was held back for a retry.
+
+        The app never sees ``http.disconnect``: a tool keeps running when its
+        client leaves, and an SSE answer is stored event by event before it
+        is forwarded (see :class:`DurableResponse`), so the client can resume.
+        """
         held = False
+        durable: DurableResponse | None = None
+        refused = False
 
-        async def app_send(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start":
-                if hold_404 and message["status"] == 404:
-                    held = True
+        async with anyio.create_task_group() as tg:
+
+            async def app_send(message: Message) -> None:
+                nonlocal held, durable, refused
+                if message["type"] == "http.response.start":
+                    if hold_404 and message["status"] == 404:
+                        held = True
+                        return
+                    _rewrite_session_header(message, session.id)
+                    if message["status"] == 200 and _is_sse(message):
+                        durable = DurableResponse(
+                            store=self.store,
+                            session_id=session.id,
+                            request_id=request_id,
+                            protocol_version=protocol_version,
+                            options=self.streams,
+                            send=send,
+                            task_group=tg,
+                        )
+                        try:
+                            await durable.start(message)
+                        except StoreError:
+                            logger.warning("could not open a durable stream", exc_info=True)
+                            refused = True
+                            durable = None
+                            await self._unavailable(send, request_id)
+                            return
+                        session._streams.add(durable)
+                        return
+                elif held or refused:
                     return
-                _rewrite_session_header(message, session_id)
-            elif held:
-                return
-            await send(message)
+                elif durable is not None and message["type"] == "http.response.body":
+                    await durable.body(message)
+                    return
+                # If the client left, the app still finishes its work.
+                with contextlib.suppress(OSError):
+                    await send(message)
 
-        await self.app(scope, replay_body(body, receive), app_send)
+            try:
+                await self.app(scope, replay_body(body, wait_forever), app_send)
+                if durable is not None:
+                    await self._drain(scope, durable)
+            finally:
+                if durable is not None:
+                    session._streams.discard(durable)
+                    with anyio.CancelScope(shield=True):
+                        await durable.finish()
+                tg.cancel_scope.cancel()
         return held
+
+    async def _drain(self, scope: Scope, durable: DurableResponse) -> None:
+        """Fetch the rest of a stream the app cut early, by its own Last-Event-ID.
+
+        The SDK closes a request's SSE stream when a tool asks it to (SEP-1699)
+        and keeps the later events in its event store; this resumes that
+        stream from the app and stores what follows, so the client's resume
+        (served from our store) gets everything up to the final response.
+        """
+        while durable.needs_drain:
+            app_last = durable.app_last_event_id
+            assert app_last is not None
+            get_scope = with_headers(
+                scope,
+                {
+                    b"accept": b"text/event-stream",
+                    LAST_EVENT_ID_HEADER.encode(): app_last.encode(),
+                },
+                drop=frozenset({b"content-type", b"content-length"}),
+            )
+            get_scope["method"] = "GET"
+            with anyio.CancelScope() as drain_scope:
+
+                async def drain_send(message: Message) -> None:
+                    if message["type"] == "http.response.start":
+                        if message["status"] != 200:
+                            drain_scope.cancel()
+                        return
+                    if message["type"] == "http.response.body":
+                        await durable.body({**message, "more_body": True})
+                        if durable.final_seen:
+                            drain_scope.cancel()
+
+                await self.app(get_scope, body_only(b""), drain_send)
+            if not durable.final_seen and durable.app_last_event_id == app_last:
+                logger.warning("the app's stream ended without its final response")
+                return
 
     async def _app_session(
         self, scope: Scope, session_id: str, local: LocalSession, record: SessionRecord
@@ -481,6 +638,13 @@ class SessionMiddleware:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)
+
+
+def _is_sse(message: Message) -> bool:
+    for name, value in message.get("headers", []):
+        if name.lower() == b"content-type":
+            return bool(value.lower().startswith(b"text/event-stream"))
+    return False
 
 
 def _rewrite_session_header(message: Message, session_id: str | None) -> None:

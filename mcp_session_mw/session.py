@@ -19,6 +19,7 @@ from .records import JSONValue, SessionRecord
 
 if TYPE_CHECKING:
     from .stores.base import StateChange, Store
+    from .streams import DurableResponse
 
 _current: ContextVar[Session | None] = ContextVar("mcp_session_mw_session", default=None)
 
@@ -31,12 +32,13 @@ class Session:
     :meth:`update` is the way to change it without losing concurrent writes.
     """
 
-    __slots__ = ("_id", "_record", "_store")
+    __slots__ = ("_id", "_record", "_store", "_streams")
 
     def __init__(self, session_id: str, store: Store, record: SessionRecord) -> None:
         self._id = session_id
         self._store = store
         self._record = record
+        self._streams: set[DurableResponse] = set()
 
     @property
     def id(self) -> str:
@@ -79,6 +81,32 @@ class Session:
             raise SessionNotFoundError("session not found")
         self._record = record
         return self.state
+
+    async def notify(self, method: str, params: dict[str, JSONValue] | None = None) -> None:
+        """Send a server-initiated notification on the session's standalone GET stream.
+
+        The notification is stored first, so a client whose GET stream is
+        connected to any instance receives it, and one that reconnects with
+        ``Last-Event-ID`` gets it on replay.
+        """
+        message: dict[str, JSONValue] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        from .streams import publish
+
+        await publish(self._store, self._id, message)
+
+    async def close_sse_streams(self) -> int:
+        """End the client connections of this session's SSE responses in this process.
+
+        The tools behind them keep running and their events are still stored;
+        the client resumes by GET with ``Last-Event-ID`` (SEP-1699 polling).
+        Returns how many connections were closed.
+        """
+        streams = list(self._streams)
+        for stream in streams:
+            await stream.close_connection()
+        return len(streams)
 
     def _set_record(self, record: SessionRecord) -> None:
         self._record = record

@@ -1,0 +1,410 @@
+"""Durable SSE streams: store every event before it is sent, replay and follow on resume.
+
+Divergences from the MCP SDK's event store, on purpose:
+
+1. Event ids are ``<stream>.<seq>``: the stream id is minted here (16 hex
+   digits; ``get`` for the session's standalone GET stream), never the JSON-RPC
+   request id, which repeats across sessions and reconnects.
+2. The app's own event ids and ``retry`` fields are not forwarded; the
+   middleware's ids are the only ones the client sees.
+3. A stream whose producer stopped renewing its lease is ended for a resuming
+   client with a JSON-RPC error response for its request id, so nobody waits
+   forever on a request whose process died.
+4. A resume position older than what is retained is answered with a JSON-RPC
+   error (``MSG_EVENTS_LOST``), never skipped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Receive, Send
+
+from .errors import StoreError
+from .jsonrpc import RequestId
+from .protocol import PRIMING_REVISION, SESSION_HEADER
+from .records import StoredEvent, StreamState
+from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
+from .stores.base import Store
+
+logger = logging.getLogger("mcp_session_mw")
+
+STANDALONE_STREAM = "get"
+"""Stream id of a session's standalone GET stream (its outbox)."""
+
+EVENT_ID_RE = re.compile(r"(get|[0-9a-f]{16})\.(0|[1-9][0-9]{0,17})")
+MAX_EVENT_ID_LENGTH = 40
+READ_BATCH = 500
+
+MSG_STREAM_ORPHANED = "Stream ended: the server process producing it stopped"
+MSG_EVENTS_LOST = "Events lost: the resume position is older than the events still kept"
+STREAM_ORPHANED = -32001
+EVENTS_LOST = -32002
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How durable streams behave; built once by the middleware from its options."""
+
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    retry_ms: int | None = 1000
+    lease_seconds: float = 10.0
+    max_events_per_stream: int | None = 50_000
+    max_stream_seconds: float | None = None
+    follow_interval: float = 1.0
+
+
+def mint_stream_id() -> str:
+    return secrets.token_hex(8)
+
+
+def format_event_id(stream_id: str, seq: int) -> str:
+    return f"{stream_id}.{seq}"
+
+
+def parse_event_id(value: str | None) -> tuple[str, int] | None:
+    """``(stream id, seq)`` of a well-formed Last-Event-ID, else None."""
+    if value is None or len(value) > MAX_EVENT_ID_LENGTH:
+        return None
+    match = EVENT_ID_RE.fullmatch(value)
+    if match is None:
+        return None
+    return match.group(1), int(match.group(2))
+
+
+def wants_priming(protocol_version: str) -> bool:
+    """Revisions from 2025-11-25 on get a priming event (id, empty data) first."""
+    return protocol_version >= PRIMING_REVISION
+
+
+def error_event(request_id: RequestId, code: int, message: str) -> str:
+    return json.dumps(
+        {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}},
+        separators=(",", ":"),
+    )
+
+
+class DurableResponse:
+    """One SSE response of the app, stored event by event before it is forwarded.
+
+    The client may leave at any time; the app keeps running (it never sees a
+    disconnect) and every event it still emits is stored, so a resume by GET
+    with ``Last-Event-ID`` gets it. When the client's connection must end
+    early (``max_stream_seconds``, or :meth:`close_connection`), the HTTP
+    response is finished while the app's events keep flowing into the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        session_id: str,
+        request_id: RequestId,
+        protocol_version: str,
+        options: StreamOptions,
+        send: Send,
+        task_group: TaskGroup,
+    ) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.request_id = request_id
+        self.protocol_version = protocol_version
+        self.options = options
+        self.stream_id = mint_stream_id()
+        self._send = send
+        self._tg = task_group
+        self._parser = SSEParser()
+        self._client_open = True
+        self._finished = False
+        self.final_seen = False
+        self.app_last_event_id: str | None = None
+        self._lease_scope = anyio.CancelScope()
+
+    async def start(self, message: Message) -> None:
+        """Open the stream in the store, then send the response start (and priming event)."""
+        now = self.store.now()
+        await self.store.open_stream(
+            self.session_id,
+            StreamState(
+                stream_id=self.stream_id,
+                request_id=self.request_id,
+                owner=self.options.instance_id,
+                lease_expires=now + self.options.lease_seconds,
+            ),
+        )
+        self._tg.start_soon(self._renew_lease)
+        if self.options.max_stream_seconds is not None:
+            self._tg.start_soon(self._cut_after, self.options.max_stream_seconds)
+        headers = MutableHeaders(scope=message)
+        if "content-length" in headers:
+            del headers["content-length"]
+        await self._to_client(message)
+        if wants_priming(self.protocol_version):
+            priming = encode_event(
+                "", id=format_event_id(self.stream_id, 0), retry=self.options.retry_ms
+            )
+            await self._to_client(
+                {"type": "http.response.body", "body": priming, "more_body": True}
+            )
+
+    async def body(self, message: Message) -> None:
+        """Store and forward what one body message of the app carries."""
+        more = bool(message.get("more_body", False))
+        try:
+            items = self._parser.feed(message.get("body", b""))
+            if not more:
+                items += self._parser.close()
+        except SSEParseError:
+            logger.warning("the app sent an SSE body that cannot be parsed; dropped")
+            items = []
+        out: list[bytes] = []
+        for item in items:
+            if isinstance(item, SSEComment):
+                out.append(item.raw or encode_comment(item.text))
+            elif isinstance(item, SSEEvent):
+                if item.id:
+                    self.app_last_event_id = item.id
+                if not item.data:
+                    continue  # the app's own priming event: ours was sent instead
+                if self._is_final(item.data):
+                    self.final_seen = True
+                stored = await self.store.append_event(
+                    self.session_id,
+                    self.stream_id,
+                    item.data,
+                    event=item.event,
+                    max_events=self.options.max_events_per_stream,
+                )
+                out.append(_encode_stored(stored))
+        if out:
+            await self._to_client(
+                {"type": "http.response.body", "body": b"".join(out), "more_body": True}
+            )
+        if not more:
+            if self.needs_drain:
+                # The app ended the response before its result (it closed the
+                # stream for polling): end the client's connection too, and let
+                # the middleware fetch the rest from the app into the store.
+                self._parser = SSEParser()
+                await self.close_connection()
+            else:
+                await self.finish()
+
+    @property
+    def needs_drain(self) -> bool:
+        """True when the app cut the stream early and can be resumed by its own event id."""
+        return (
+            not self._finished
+            and not self.final_seen
+            and self.request_id is not None
+            and self.app_last_event_id is not None
+        )
+
+    def _is_final(self, data: str) -> bool:
+        if '"result"' not in data and '"error"' not in data:
+            return False
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return False
+        return (
+            isinstance(message, dict)
+            and message.get("id") == self.request_id
+            and ("result" in message or "error" in message)
+        )
+
+    async def finish(self) -> None:
+        """The app's response is complete: mark the stream done and end the response."""
+        if self._finished:
+            return
+        self._finished = True
+        self._lease_scope.cancel()
+        try:
+            await self.store.finish_stream(self.session_id, self.stream_id)
+        except StoreError:
+            logger.warning("could not mark a stream finished", exc_info=True)
+        await self.close_connection()
+
+    async def close_connection(self) -> None:
+        """End the client's HTTP response now; later events are still stored."""
+        if self._client_open:
+            await self._to_client({"type": "http.response.body", "body": b"", "more_body": False})
+            self._client_open = False
+
+    async def _to_client(self, message: Message) -> None:
+        if not self._client_open:
+            return
+        try:
+            await self._send(message)
+        except OSError:  # the client left; the app's output still goes to the store
+            self._client_open = False
+
+    async def _renew_lease(self) -> None:
+        interval = self.options.lease_seconds / 3
+        with self._lease_scope:
+            while True:
+                await anyio.sleep(interval)
+                try:
+                    await self.store.renew_stream(
+                        self.session_id,
+                        self.stream_id,
+                        self.store.now() + self.options.lease_seconds,
+                    )
+                except StoreError:
+                    logger.warning("could not renew a stream lease", exc_info=True)
+
+    async def _cut_after(self, seconds: float) -> None:
+        with self._lease_scope:
+            await anyio.sleep(seconds)
+            await self.close_connection()
+
+
+def _encode_stored(event: StoredEvent) -> bytes:
+    return encode_event(
+        event.data, event=event.event, id=format_event_id(event.stream_id, event.seq)
+    )
+
+
+async def follow_stream(
+    *,
+    store: Store,
+    session_id: str,
+    stream_id: str,
+    after_seq: int,
+    send: Send,
+    receive: Receive,
+    options: StreamOptions,
+    priming: bool = False,
+) -> None:
+    """Answer a GET: replay the stream after ``after_seq``, then follow it live.
+
+    A request stream ends once its final response has been sent; the standalone
+    stream runs until the client leaves. The caller has checked that the stream
+    belongs to the session.
+    """
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_SSE_HEADERS, (SESSION_HEADER.encode(), session_id.encode())],
+        }
+    )
+    async with anyio.create_task_group() as tg:
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_disconnect)
+        try:
+            if priming:
+                await _send_body(
+                    send,
+                    encode_event(
+                        "", id=format_event_id(stream_id, after_seq), retry=options.retry_ms
+                    ),
+                )
+            await _replay_and_follow(store, session_id, stream_id, after_seq, send, options)
+        except OSError:
+            pass
+        tg.cancel_scope.cancel()
+    with contextlib.suppress(OSError):
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _replay_and_follow(
+    store: Store,
+    session_id: str,
+    stream_id: str,
+    after_seq: int,
+    send: Send,
+    options: StreamOptions,
+) -> None:
+    last = after_seq
+    state = await store.load_stream(session_id, stream_id)
+    if state is None:
+        return
+    if last + 1 < state.first_seq:
+        await _send_body(
+            send,
+            encode_event(error_event(state.request_id, EVENTS_LOST, MSG_EVENTS_LOST)),
+        )
+        return
+    events = await store.read_events(session_id, stream_id, last, READ_BATCH)
+    while True:
+        if events:
+            await _send_body(send, b"".join(_encode_stored(e) for e in events))
+            last = events[-1].seq
+            if len(events) == READ_BATCH:
+                events = await store.read_events(session_id, stream_id, last, READ_BATCH)
+                continue
+        state = await store.load_stream(session_id, stream_id)
+        if state is None:  # the session was deleted or expired
+            return
+        if state.done and last >= state.last_seq:
+            return
+        if (
+            stream_id != STANDALONE_STREAM
+            and not state.done
+            and last >= state.last_seq
+            and state.lease_expires < store.now()
+        ):
+            await _end_orphan(store, session_id, state, send)
+            return
+        events = await store.wait_events(
+            session_id, stream_id, last, options.follow_interval, READ_BATCH
+        )
+
+
+async def _end_orphan(store: Store, session_id: str, state: StreamState, send: Send) -> None:
+    """Store and send the error response that ends a stream whose producer died."""
+    data = error_event(state.request_id, STREAM_ORPHANED, MSG_STREAM_ORPHANED)
+    try:
+        stored = await store.append_event(session_id, state.stream_id, data, event="message")
+        await store.finish_stream(session_id, state.stream_id)
+        payload = _encode_stored(stored)
+    except StoreError:
+        payload = encode_event(data, event="message")
+    logger.warning("ended an orphaned stream for a resuming client")
+    await _send_body(send, payload)
+
+
+async def _send_body(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+async def publish(
+    store: Store,
+    session_id: str,
+    message: dict[str, Any],
+    *,
+    max_events: int | None = StreamOptions.max_events_per_stream,
+) -> StoredEvent:
+    """Put a server-to-client JSON-RPC message on the session's standalone GET stream.
+
+    Works from any process with a handle on the same store; the client's GET
+    stream receives it on whichever instance it is connected to.
+    """
+    data = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    state = await store.load_stream(session_id, STANDALONE_STREAM)
+    if state is None:
+        await store.open_stream(session_id, StreamState(stream_id=STANDALONE_STREAM))
+    return await store.append_event(
+        session_id, STANDALONE_STREAM, data, event="message", max_events=max_events
+    )
