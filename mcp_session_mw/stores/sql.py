@@ -276,6 +276,15 @@ def _parse_url(url: str) -> URL:
         raise ConfigurationError(BAD_URL.format(url=url)) from exc
 
 
+def _check_options(table_prefix: str, poll_interval: float) -> None:
+    if not isinstance(table_prefix, str) or not _PREFIX_RE.fullmatch(table_prefix):
+        raise ConfigurationError(
+            BAD_TABLE_PREFIX.format(max=MAX_PREFIX_LENGTH, prefix=table_prefix)
+        )
+    if not poll_interval > 0:
+        raise ConfigurationError(BAD_POLL_INTERVAL)
+
+
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     """WAL lets readers and one writer work at once across processes.
 
@@ -376,12 +385,7 @@ class SQLStore(Store):
         super().__init__(secret=secret)
         if _IMPORT_ERROR is not None:  # pragma: no cover - no engine without SQLAlchemy
             raise MissingExtraError("sqlite", "sqlalchemy") from _IMPORT_ERROR
-        if not isinstance(table_prefix, str) or not _PREFIX_RE.fullmatch(table_prefix):
-            raise ConfigurationError(
-                BAD_TABLE_PREFIX.format(max=MAX_PREFIX_LENGTH, prefix=table_prefix)
-            )
-        if poll_interval <= 0:
-            raise ConfigurationError(BAD_POLL_INTERVAL)
+        _check_options(table_prefix, poll_interval)
         self.table_prefix = table_prefix
         self.poll_interval = poll_interval
         self._engine = engine
@@ -434,6 +438,7 @@ class SQLStore(Store):
         the write lock held by another connection or process.
         """
         parsed = _parse_url(url)
+        _check_options(table_prefix, poll_interval)
         if engine is not None:
             return cls(
                 engine, table_prefix=table_prefix, secret=secret, poll_interval=poll_interval

@@ -1,0 +1,567 @@
+"""What only the SQL store has: schema versions, URLs and drivers, outages, processes, LISTEN."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+import sqlalchemy as sa
+from anyio.abc import SocketStream, TaskGroup
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import QueuePool
+
+from mcp_session_mw import (
+    ConfigurationError,
+    MissingExtraError,
+    SessionRecord,
+    StoreError,
+    StoreUnavailableError,
+    StreamState,
+)
+from mcp_session_mw.stores import Store, create_store
+from mcp_session_mw.stores.sql import (
+    SCHEMA_TOO_NEW,
+    SCHEMA_TOO_OLD,
+    SCHEMA_VERSION,
+    SQLITE_IN_MEMORY,
+    SQLStore,
+)
+
+from ..backends import BACKENDS, Backend
+from ..conftest import StoreFactory
+from ..services import MARIADB_URL, POSTGRES_URL, need_service, unavailable
+
+pytestmark = pytest.mark.anyio
+
+SQL_BACKENDS = ("sqlite", "postgresql", "mariadb")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(b, id=b.name, marks=getattr(pytest.mark, b.name))
+        for b in BACKENDS
+        if b.name in SQL_BACKENDS
+    ]
+)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    """Narrows the shared backend table (and so ``store``) to the SQL entries."""
+    spec: Backend = request.param
+    spec.check_available()
+    return spec
+
+
+def new_record(ttl: float = 60.0, **state: object) -> SessionRecord:
+    now = time.time()
+    return SessionRecord(
+        key="",
+        protocol_version="2025-11-25",
+        created_at=now,
+        last_accessed=now,
+        expires_at=now + ttl,
+        ttl=ttl,
+        state=dict(state),
+    )
+
+
+def as_sql(store: Store) -> SQLStore:
+    assert isinstance(store, SQLStore)
+    return store
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}_"
+
+
+# -- schema versions -------------------------------------------------------------
+
+
+async def set_schema_version(store: SQLStore, version: int) -> None:
+    table = f"{store.table_prefix}schema_version"
+    async with store.engine.begin() as conn:
+        await conn.execute(sa.text(f"UPDATE {table} SET version = :v WHERE id = 1"), {"v": version})
+
+
+async def test_schema_version_is_recorded(store: Store) -> None:
+    sql_store = as_sql(store)
+    table = f"{sql_store.table_prefix}schema_version"
+    async with sql_store.engine.connect() as conn:
+        rows = (await conn.execute(sa.text(f"SELECT id, version FROM {table}"))).all()
+    assert [tuple(row) for row in rows] == [(1, SCHEMA_VERSION)]
+
+
+async def test_open_is_idempotent_and_concurrent(store_factory: StoreFactory) -> None:
+    """Many stores opening one fresh prefix at once all succeed and agree on one version row."""
+    stores = []
+
+    async def open_one() -> None:
+        stores.append(await store_factory())
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(open_one)
+    first = as_sql(stores[0])
+    await first.open()
+    table = f"{first.table_prefix}schema_version"
+    async with first.engine.connect() as conn:
+        assert await conn.scalar(sa.text(f"SELECT COUNT(*) FROM {table}")) == 1
+
+
+@pytest.mark.parametrize(
+    ("offset", "template"),
+    [pytest.param(1, SCHEMA_TOO_NEW, id="newer"), pytest.param(-1, SCHEMA_TOO_OLD, id="older")],
+)
+async def test_recorded_schema_version_is_checked(store: Store, offset: int, template: str) -> None:
+    sql_store = as_sql(store)
+    found = SCHEMA_VERSION + offset
+    await set_schema_version(sql_store, found)
+    # A second store on the caller's engine: it must not dispose it on close.
+    other = SQLStore(sql_store.engine, table_prefix=sql_store.table_prefix)
+    try:
+        with pytest.raises(ConfigurationError) as info:
+            await other.open()
+        expected = template.format(
+            prefix=sql_store.table_prefix, found=found, supported=SCHEMA_VERSION
+        )
+        assert str(info.value) == expected
+        if offset < 0:
+            assert "mcp-session-mw db upgrade" in str(info.value)
+        else:
+            assert "newer than this mcp-session-mw supports" in str(info.value)
+        with pytest.raises(ConfigurationError):  # no operation runs on a refused schema
+            await other.load("anything")
+    finally:
+        await other.close()
+        await set_schema_version(sql_store, SCHEMA_VERSION)
+
+
+# -- URLs, drivers, configuration ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "drivername"),
+    [
+        pytest.param("sqlite:///{tmp}/a.db", "sqlite+aiosqlite", marks=pytest.mark.sqlite),
+        pytest.param(
+            "sqlite+aiosqlite:///{tmp}/a.db", "sqlite+aiosqlite", marks=pytest.mark.sqlite
+        ),
+        pytest.param(
+            "postgresql://u@127.0.0.1/db", "postgresql+asyncpg", marks=pytest.mark.postgresql
+        ),
+        pytest.param(
+            "postgres://u@127.0.0.1/db", "postgresql+asyncpg", marks=pytest.mark.postgresql
+        ),
+        pytest.param(
+            "postgresql+asyncpg://u@127.0.0.1/db",
+            "postgresql+asyncpg",
+            marks=pytest.mark.postgresql,
+        ),
+        pytest.param("mysql://u@127.0.0.1/db", "mysql+asyncmy", marks=pytest.mark.mariadb),
+        pytest.param("mariadb://u@127.0.0.1/db", "mariadb+asyncmy", marks=pytest.mark.mariadb),
+        pytest.param("mysql+asyncmy://u@127.0.0.1/db", "mysql+asyncmy", marks=pytest.mark.mariadb),
+    ],
+)
+async def test_create_store_maps_schemes_to_async_drivers(
+    url: str, drivername: str, tmp_path: Path
+) -> None:
+    store = create_store(url.format(tmp=tmp_path), table_prefix="t_map_")
+    try:
+        assert isinstance(store, SQLStore)
+        assert store.engine.url.drivername == drivername
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "extra", "module"),
+    [
+        pytest.param("sqlite:///x.db", "sqlite", "aiosqlite", marks=pytest.mark.sqlite),
+        pytest.param(
+            "postgresql://u@127.0.0.1/db", "postgres", "asyncpg", marks=pytest.mark.postgresql
+        ),
+        pytest.param("mysql://u@127.0.0.1/db", "mysql", "asyncmy", marks=pytest.mark.mariadb),
+        pytest.param(
+            "mysql+aiomysql://u@127.0.0.1/db", "mysql", "aiomysql", marks=pytest.mark.mariadb
+        ),
+    ],
+)
+def test_missing_driver_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, extra: str, module: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)  # what `import module` sees when absent
+    with pytest.raises(MissingExtraError) as info:
+        create_store(url)
+    assert (info.value.extra, info.value.module) == (extra, module)
+    assert f"pip install 'mcp-session-mw[{extra}]'" in str(info.value)
+
+
+@pytest.mark.sqlite
+async def test_missing_sqlalchemy_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['sqlalchemy'] = None\n"
+        "from mcp_session_mw import MissingExtraError, create_store\n"
+        "try:\n"
+        "    create_store('sqlite:///never.db')\n"
+        "except MissingExtraError as exc:\n"
+        "    print(exc.extra, exc.module)\n"
+    )
+    result = await anyio.run_process([sys.executable, "-c", code], check=True)
+    assert result.stdout.decode().split() == ["sqlite", "sqlalchemy"]
+
+
+@pytest.mark.sqlite
+@pytest.mark.parametrize(
+    ("url", "options", "message"),
+    [
+        ("sqlite+pysqlite:///x.db", {}, "does not serve 'sqlite+pysqlite'"),
+        ("sqlite://", {}, SQLITE_IN_MEMORY),
+        ("sqlite:///:memory:", {}, SQLITE_IN_MEMORY),
+        ("sqlite:///x.db", {"table_prefix": "bad-prefix"}, "table_prefix"),
+        ("sqlite:///x.db", {"table_prefix": "p" * 41}, "table_prefix"),
+        ("sqlite:///x.db", {"poll_interval": 0}, "poll_interval"),
+        ("not a url", {}, "not a usable database URL"),
+    ],
+)
+def test_bad_configuration_is_refused(url: str, options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        SQLStore.from_url(url, **options)  # type: ignore[arg-type]
+    assert message in str(info.value)
+
+
+@pytest.mark.sqlite
+async def test_caller_owned_engine_is_never_disposed(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'own.db'}"
+    engine = create_async_engine(url)
+    try:
+        store = SQLStore.from_url(url, engine=engine, table_prefix=new_prefix())
+        assert store.engine is engine
+        await store.open()
+        await store.create("mine", new_record(a=1))
+        await store.drop_schema()
+        await store.close()
+        pool = engine.pool
+        assert isinstance(pool, QueuePool)
+        assert pool.checkedin() >= 1, "close() disposed an engine the caller owns"
+    finally:
+        await engine.dispose()
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "scheme",
+    [
+        pytest.param("postgresql+asyncpg", marks=pytest.mark.postgresql),
+        pytest.param("mysql+asyncmy", marks=pytest.mark.mariadb),
+    ],
+)
+async def test_unreachable_server_is_store_unavailable(scheme: str) -> None:
+    store = create_store(f"{scheme}://root@127.0.0.1:{free_port()}/test", table_prefix=new_prefix())
+    try:
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.open()
+        assert info.value.__cause__ is not None
+        with pytest.raises(StoreUnavailableError):
+            await store.load("anything")
+    finally:
+        await store.close()
+
+
+@pytest.mark.sqlite
+async def test_unopenable_sqlite_file_is_a_store_error_not_an_outage(tmp_path: Path) -> None:
+    store = create_store(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}", table_prefix="t_x_")
+    try:
+        with pytest.raises(StoreError) as info:
+            await store.open()
+        assert not isinstance(info.value, StoreUnavailableError)
+        assert info.value.__cause__ is not None
+    finally:
+        await store.close()
+
+
+async def test_database_refusal_is_a_store_error(store: Store) -> None:
+    """A value the database rejects is StoreError (500), not an outage (503)."""
+    if as_sql(store).engine.dialect.name == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    await store.create("long", new_record())
+    with pytest.raises(StoreError) as info:
+        await store.open_stream("long", StreamState(stream_id="s" * 500))
+    assert not isinstance(info.value, StoreUnavailableError)
+    assert info.value.__cause__ is not None
+    assert await store.load("long") is not None  # and the store still works
+
+
+# -- concurrency ------------------------------------------------------------------------
+
+
+async def test_concurrent_appends_from_separate_connections_get_distinct_seqs(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    await store.create("busy", new_record())
+    await store.open_stream("busy", StreamState(stream_id="s1", owner="a"))
+    producers = [await store_factory() for _ in range(8)]
+
+    async def produce(index: int, producer: Store) -> None:
+        for n in range(10):
+            await producer.append_event("busy", "s1", f"{index}:{n}", max_events=1000)
+
+    async with anyio.create_task_group() as tg:
+        for index, producer in enumerate(producers):
+            tg.start_soon(produce, index, producer)
+    events = await store.read_events("busy", "s1")
+    assert [e.seq for e in events] == list(range(1, 81))
+    assert sorted(e.data for e in events) == sorted(f"{i}:{n}" for i in range(8) for n in range(10))
+
+
+async def test_update_with_function_returning_an_awaitable(store: Store) -> None:
+    await store.create("aw", new_record(n=1))
+
+    async def bump(state: dict[str, object]) -> dict[str, object]:
+        return {"n": 2}
+
+    updated = await store.update("aw", lambda state: bump(state))
+    assert updated.state == {"n": 2}
+    assert updated.version == 2
+    meta = await store.update_meta("aw", {"setup": ["logging/setLevel"]})
+    assert meta.meta == {"setup": ["logging/setLevel"]}
+    assert meta.state == {"n": 2}
+    assert meta.version == 3
+
+
+_CHILD = """
+import sys, time, anyio
+from mcp_session_mw import SessionRecord
+from mcp_session_mw.stores import create_store
+
+async def main(url, prefix, name):
+    store = create_store(url, table_prefix=prefix)
+    await store.open()
+    now = time.time()
+    await store.create(name, SessionRecord(key="", protocol_version="2025-11-25",
+        created_at=now, last_accessed=now, expires_at=now + 60, ttl=60, state={"by": name}))
+    for _ in range(20):
+        await store.update("parent", lambda s: {**s, "n": s["n"] + 1})
+    seen = await store.load("parent")
+    print(seen is not None)
+    await store.close()
+
+anyio.run(main, *sys.argv[1:])
+"""
+
+
+@pytest.mark.sqlite
+async def test_two_processes_share_one_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    prefix = new_prefix()
+    store = SQLStore.from_url(url, table_prefix=prefix)
+    try:
+        await store.create("parent", new_record(n=0))
+        outputs: list[str] = []
+
+        async def child(name: str) -> None:
+            result = await anyio.run_process(
+                [sys.executable, "-c", _CHILD, url, prefix, name], check=True
+            )
+            outputs.append(result.stdout.decode().strip())
+
+        async def parent() -> None:
+            for _ in range(20):
+                await store.update("parent", lambda s: {**s, "n": s["n"] + 1})
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(child, "child-a")
+            tg.start_soon(child, "child-b")
+            tg.start_soon(parent)
+        assert outputs == ["True", "True"]
+        loaded = await store.load("parent")
+        assert loaded is not None
+        assert loaded.state["n"] == 60
+        for name in ("child-a", "child-b"):
+            written = await store.load(name)
+            assert written is not None
+            assert written.state == {"by": name}
+        async with store.engine.connect() as conn:
+            mode = await conn.scalar(sa.text("PRAGMA journal_mode"))
+        assert mode == "wal"
+    finally:
+        await store.drop_schema()
+        await store.close()
+
+
+# -- outages: a relay in front of the real server that can be cut and restored -------------
+
+
+class Relay:
+    """Forwards a loopback port to a real server.
+
+    ``stop`` drops every relayed connection and refuses new ones, which is what
+    a client sees when its server restarts; ``start`` brings it back on the same
+    port. The shared servers themselves are never touched.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._scope: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
+
+    async def start(self, tg: TaskGroup) -> None:
+        listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=self.port)
+        scope = anyio.CancelScope()
+        stopped = anyio.Event()
+
+        async def serve() -> None:
+            try:
+                with scope:
+                    async with listener:
+                        await listener.serve(self._relay)
+            finally:
+                stopped.set()
+
+        self._scope, self._stopped = scope, stopped
+        tg.start_soon(serve)
+
+    async def stop(self) -> None:
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._stopped.wait()
+            self._scope = None
+
+    async def _relay(self, client: SocketStream) -> None:
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp(*self.target)
+            except OSError:
+                return
+            async with upstream, anyio.create_task_group() as tg:
+
+                async def pipe(source: SocketStream, sink: SocketStream) -> None:
+                    try:
+                        async for chunk in source:
+                            await sink.send(chunk)
+                    except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(pipe, client, upstream)
+                tg.start_soon(pipe, upstream, client)
+
+
+@pytest.fixture
+async def task_group() -> AsyncIterator[TaskGroup]:
+    async with anyio.create_task_group() as tg:
+        yield tg
+        tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize(
+    ("service", "url"),
+    [
+        pytest.param("postgresql", POSTGRES_URL, marks=pytest.mark.postgresql, id="postgresql"),
+        pytest.param("mariadb", MARIADB_URL, marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+async def test_store_works_again_after_the_server_comes_back(
+    service: str, url: str, task_group: TaskGroup
+) -> None:
+    need_service(service)
+    direct = sa.make_url(url)
+    relay = Relay(direct.host or "127.0.0.1", direct.port or 0)
+    relayed = direct.set(host="127.0.0.1", port=relay.port)
+    prefix = new_prefix()
+    await relay.start(task_group)
+    store = SQLStore.from_url(relayed.render_as_string(hide_password=False), table_prefix=prefix)
+    try:
+        await store.create("survivor", new_record(n=1))
+        # A restart while the store is idle: the pooled connections are dead, and
+        # the next operation must not be the one that finds out.
+        await relay.stop()
+        await relay.start(task_group)
+        assert await store.load("survivor") is not None
+        # An outage: operations fail as unavailable, then work again once it ends.
+        await relay.stop()
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.load("survivor")
+        assert info.value.__cause__ is not None
+        with pytest.raises(StoreUnavailableError):
+            await store.update("survivor", {"n": 2})
+        await relay.start(task_group)
+        loaded = await store.load("survivor")  # same store object, no re-creation
+        assert loaded is not None
+        assert loaded.state == {"n": 1}
+        assert (await store.update("survivor", {"n": 3})).state == {"n": 3}
+    finally:
+        await store.close()
+        await relay.stop()
+        cleaner = SQLStore.from_url(url, table_prefix=prefix)
+        await cleaner.drop_schema()
+        await cleaner.close()
+
+
+# -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
+
+
+@pytest.mark.postgresql
+async def test_postgres_wait_is_woken_by_notify_not_polling() -> None:
+    need_service("postgresql")
+    prefix = new_prefix()
+    # The follower would not poll again within the test: only a NOTIFY can wake it.
+    follower = SQLStore.from_url(POSTGRES_URL, table_prefix=prefix, poll_interval=3600)
+    producer = SQLStore.from_url(POSTGRES_URL, table_prefix=prefix)
+    try:
+        await producer.create("live", new_record())
+        await producer.open_stream("live", StreamState(stream_id="s1", owner="p"))
+        got: list[str] = []
+
+        async def follow() -> None:
+            events = await follower.wait_events("live", "s1", after_seq=0, timeout=60)
+            got.extend(e.data for e in events)
+
+        # Without a wake-up the wait would only end at its 60 s timeout.
+        with anyio.fail_after(30):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                while True:  # until the wait has registered for wake-ups
+                    if follower._waiters:
+                        break
+                    await anyio.sleep(0.01)
+                await anyio.sleep(0.2)  # and has done its first (empty) read
+                if not follower._listening:
+                    unavailable("the PostgreSQL listener could not be opened")
+                await producer.append_event("live", "s1", "pushed")
+        assert got == ["pushed"]
+    finally:
+        await follower.close()
+        await producer.drop_schema()
+        await producer.close()
+
+
+@pytest.mark.postgresql
+async def test_postgres_wait_on_finished_stream_returns_at_once() -> None:
+    need_service("postgresql")
+    store = SQLStore.from_url(POSTGRES_URL, table_prefix=new_prefix(), poll_interval=3600)
+    try:
+        await store.create("fin", new_record())
+        await store.open_stream("fin", StreamState(stream_id="s1", owner="p"))
+        await store.append_event("fin", "s1", "last")
+        await store.finish_stream("fin", "s1")
+        with anyio.fail_after(10):
+            assert [e.data for e in await store.wait_events("fin", "s1", 0, timeout=60)] == ["last"]
+            assert await store.wait_events("fin", "s1", 1, timeout=60) == []
+    finally:
+        await store.drop_schema()
+        await store.close()
