@@ -326,8 +326,8 @@ def _mysql_errno(exc: BaseException) -> int | None:
 def _is_unavailable(exc: BaseException) -> bool:
     """True when the server could not be reached or went away (an outage, not a refusal)."""
     for cause in _causes(exc):
-        if isinstance(cause, (OSError, asyncio.TimeoutError)):
-            return True
+        if isinstance(cause, (OSError, asyncio.TimeoutError, sa_exc.TimeoutError)):
+            return True  # sa_exc.TimeoutError: every pooled connection stayed busy
         if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return True
         sqlstate = getattr(cause, "sqlstate", None)
@@ -446,8 +446,9 @@ class SQLStore(Store):
         backend = parsed.get_backend_name()
         options = dict(engine_options)
         options.setdefault("pool_pre_ping", True)  # a restarted server costs one ping, not an error
-        options.setdefault("pool_size", pool_size)
-        options.setdefault("max_overflow", DEFAULT_MAX_OVERFLOW)
+        if "poolclass" not in options:  # a pool of the caller's choice may not take sizes
+            options.setdefault("pool_size", pool_size)
+            options.setdefault("max_overflow", DEFAULT_MAX_OVERFLOW)
         connect_args = dict(options.pop("connect_args", {}))
         if backend == "sqlite":
             database = parsed.database or ""
