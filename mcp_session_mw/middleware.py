@@ -504,12 +504,11 @@ class SessionMiddleware:
         """
         held = False
         durable: DurableResponse | None = None
-        refused = False
 
         async with anyio.create_task_group() as tg:
 
             async def app_send(message: Message) -> None:
-                nonlocal held, durable, refused
+                nonlocal held, durable
                 if message["type"] == "http.response.start":
                     if hold_404 and message["status"] == 404:
                         held = True
@@ -525,17 +524,10 @@ class SessionMiddleware:
                             send=send,
                             task_group=tg,
                         )
-                        try:
-                            await durable.start(message)
-                        except StoreError:
-                            logger.warning("could not open a durable stream", exc_info=True)
-                            refused = True
-                            durable = None
-                            await self._unavailable(send, request_id)
-                            return
+                        await durable.start(message)
                         session._streams.add(durable)
                         return
-                elif held or refused:
+                elif held:
                     return
                 elif durable is not None and message["type"] == "http.response.body":
                     await durable.body(message)

@@ -30,7 +30,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Receive, Send
 
 from .errors import StoreError
-from .jsonrpc import RequestId
+from .jsonrpc import INTERNAL_ERROR, RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
 from .records import StoredEvent, StreamState
 from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
@@ -46,6 +46,8 @@ MAX_EVENT_ID_LENGTH = 40
 READ_BATCH = 500
 
 MSG_STREAM_ORPHANED = "Stream ended: the server process producing it stopped"
+MSG_STREAM_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
+MSG_NO_RESPONSE = "Internal error: the server ended the stream without a response"
 MSG_EVENTS_LOST = "Events lost: the resume position is older than the events still kept"
 STREAM_ORPHANED = -32001
 EVENTS_LOST = -32002
@@ -134,19 +136,18 @@ class DurableResponse:
         self.final_seen = False
         self.app_last_event_id: str | None = None
         self._lease_scope = anyio.CancelScope()
+        self._opened = anyio.Event()
+        self._open_failed = False
 
     async def start(self, message: Message) -> None:
-        """Open the stream in the store, then send the response start (and priming event)."""
-        now = self.store.now()
-        await self.store.open_stream(
-            self.session_id,
-            StreamState(
-                stream_id=self.stream_id,
-                request_id=self.request_id,
-                owner=self.options.instance_id,
-                lease_expires=now + self.options.lease_seconds,
-            ),
-        )
+        """Send the response start (and priming event); open the stream in the store meanwhile.
+
+        The store round trip runs beside the app instead of holding up its
+        first send: the SDK drops its own priming event when a tool closes the
+        stream (``close_sse_stream``) before that event was written, and then
+        the rest of the stream could not be fetched from it.
+        """
+        self._tg.start_soon(self._open)
         self._tg.start_soon(self._renew_lease)
         if self.options.max_stream_seconds is not None:
             self._tg.start_soon(self._cut_after, self.options.max_stream_seconds)
@@ -162,8 +163,29 @@ class DurableResponse:
                 {"type": "http.response.body", "body": priming, "more_body": True}
             )
 
+    async def _open(self) -> None:
+        try:
+            await self.store.open_stream(
+                self.session_id,
+                StreamState(
+                    stream_id=self.stream_id,
+                    request_id=self.request_id,
+                    owner=self.options.instance_id,
+                    lease_expires=self.store.now() + self.options.lease_seconds,
+                ),
+            )
+        except StoreError:
+            logger.warning("could not open a durable stream", exc_info=True)
+            self._open_failed = True
+        finally:
+            self._opened.set()
+
     async def body(self, message: Message) -> None:
         """Store and forward what one body message of the app carries."""
+        await self._opened.wait()
+        if self._open_failed:
+            await self._fail()
+            return
         more = bool(message.get("more_body", False))
         try:
             items = self._parser.feed(message.get("body", b""))
@@ -228,13 +250,43 @@ class DurableResponse:
             and ("result" in message or "error" in message)
         )
 
-    async def finish(self) -> None:
-        """The app's response is complete: mark the stream done and end the response."""
+    async def _fail(self) -> None:
+        """The store is unavailable: end the response with a JSON-RPC error for the request."""
         if self._finished:
             return
         self._finished = True
         self._lease_scope.cancel()
+        error = error_event(self.request_id, INTERNAL_ERROR, MSG_STREAM_STORE_UNAVAILABLE)
+        await self._to_client(
+            {"type": "http.response.body", "body": encode_event(error), "more_body": True}
+        )
+        await self.close_connection()
+
+    async def finish(self) -> None:
+        """The app's response is complete: mark the stream done and end the response."""
+        if self._finished:
+            return
+        await self._opened.wait()
+        if self._open_failed:
+            await self._fail()
+            return
+        self._finished = True
+        self._lease_scope.cancel()
         try:
+            if not self.final_seen and self.request_id is not None:
+                # The app ended without answering (it crashed, or cut a stream
+                # it cannot resume): answer for it so no client waits forever.
+                data = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
+                stored = await self.store.append_event(
+                    self.session_id, self.stream_id, data, event="message"
+                )
+                await self._to_client(
+                    {
+                        "type": "http.response.body",
+                        "body": _encode_stored(stored),
+                        "more_body": True,
+                    }
+                )
             await self.store.finish_stream(self.session_id, self.stream_id)
         except StoreError:
             logger.warning("could not mark a stream finished", exc_info=True)

@@ -235,14 +235,6 @@ async def test_bad_bodies() -> None:
         assert_jsonrpc_error(deep, 400, MSG_PARSE_ERROR, None)
 
 
-async def _removed_test_get_is_405_for_now() -> None:
-    async with serving(build_sdk_app(), store=MemoryStore()) as client:
-        session_id = await initialize(client)
-        response = await client.get("/mcp", headers={**HEADERS, "mcp-session-id": session_id})
-        assert response.status_code == 405
-        assert response.headers["allow"] == "POST, DELETE"
-
-
 async def test_delete_then_404(stateless: bool) -> None:
     store = MemoryStore()
     async with serving(build_sdk_app(stateless), store=store) as client:

@@ -6,8 +6,9 @@ failure), and each scenario is its own test so a failure names the scenario and
 shows the suite's output for it. The scenario list is the runner's own
 (`run.sh --list`), so the two cannot drift apart.
 
-The server runs bare (`--no-middleware`) for now: this records what the SDK does
-alone. Switch `SERVER_ARGS` to the wrapped server once SessionMiddleware exists.
+The server is the ordinary stateful SDK app wrapped in SessionMiddleware, run
+once per durable store (SQLite, PostgreSQL, Redis), so every scenario proves
+the middleware on that store.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.services import unavailable
+from tests.services import POSTGRES_URL, REDIS_URL, need_service, unavailable
 
 from .server import REPO_ROOT, run_server
 
@@ -30,7 +31,13 @@ RUN_SH = REPO_ROOT / "conformance" / "run.sh"
 SUITE_DIR = (
     REPO_ROOT / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist"
 )
-SERVER_ARGS = ["examples/05_conformance_server.py", "--no-middleware"]
+SERVER_ARGS = ["examples/05_conformance_server.py"]
+STORES: dict[str, tuple[str | None, str]] = {
+    # name: (service to need, store URL; {tmp} is the test's temporary directory)
+    "sqlite": (None, "sqlite+aiosqlite:///{tmp}/conformance.db"),
+    "postgresql": ("postgresql", POSTGRES_URL),
+    "redis": ("redis", REDIS_URL),
+}
 RUN_TIMEOUT = 900.0
 """Bounds a hung suite (first use includes `npm ci`); it is not a speed check."""
 
@@ -71,11 +78,18 @@ def _parse(output: str) -> dict[str, Outcome]:
     return outcomes
 
 
-@pytest.fixture(scope="module")
-def outcomes() -> dict[str, Outcome]:
+@pytest.fixture(scope="module", params=sorted(STORES))
+def outcomes(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Outcome]:
+    service, url = STORES[request.param]
+    if service is not None:
+        need_service(service)
     if shutil.which("npm") is None and not SUITE_DIR.is_dir():
         unavailable(NO_NPM)
-    with run_server(SERVER_ARGS) as base_url:
+    store_url = url.format(tmp=tmp_path_factory.mktemp("conformance"))
+    env = {**os.environ, "MCP_SESSION_STORE_URL": store_url}
+    with run_server(SERVER_ARGS, env) as base_url:
         completed = subprocess.run(
             ["bash", str(RUN_SH), f"{base_url}/mcp", *SCENARIOS],
             env={**os.environ, "CONFORMANCE_STRICT": "1"},
