@@ -7,10 +7,10 @@ PORT ?= 8000
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench clean
+.PHONY: help venv run test lint format typecheck check bench conformance clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ run: $(BIN)/.installed ## serve examples/01_sdk_server.py on SQLite at http://$(
 
 test: $(BIN)/.installed ## run the whole test suite (services that are down are skipped, with the reason)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+conformance: $(BIN)/.installed ## the official MCP conformance suite through the middleware (needs npm)
+	$(BIN)/python -m pytest tests/e2e/test_conformance.py $(PYTEST_ARGS)
 
 lint: $(BIN)/.installed ## ruff check and ruff format --check
 	$(BIN)/ruff check .
