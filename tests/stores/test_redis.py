@@ -1,0 +1,509 @@
+"""What the Redis store promises beyond the shared contract.
+
+Server-side atomic updates under contention, hash-tagged keys (one slot per
+session, so Cluster works), expiry by Redis itself, a paged index that scales
+and never lists an expired session, blocking reads on their own connections,
+URL forms (TLS, unix socket) and behaviour while Redis is down. Tests marked
+for both run on the shared standalone server and on a private three-node
+Cluster; tests that stop a server start a private one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from mcp_session_mw import (
+    ConfigurationError,
+    SessionRecord,
+    StoreUnavailableError,
+    StreamState,
+    create_store,
+)
+from mcp_session_mw.stores.redis import _INSERT_SCRIPT, RedisStore
+
+from ..redis_cluster import RedisServer, cluster_url, self_signed_certificate
+from ..services import REDIS_URL, need_service, unavailable
+
+pytestmark = pytest.mark.anyio
+
+MakeStore = Callable[..., Awaitable[RedisStore]]
+
+
+def new_record(ttl: float = 60.0, **state: object) -> SessionRecord:
+    now = time.time()
+    return SessionRecord(
+        key="",
+        protocol_version="2025-11-25",
+        created_at=now,
+        last_accessed=now,
+        expires_at=now + ttl,
+        ttl=ttl,
+        state=dict(state),
+    )
+
+
+def stream(stream_id: str = "s1") -> StreamState:
+    return StreamState(stream_id=stream_id, request_id=1, owner="p", lease_expires=time.time() + 30)
+
+
+def _need_driver() -> None:
+    if importlib.util.find_spec("redis") is None:
+        unavailable("the redis driver is not installed")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis_cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
+def redis_url(request: pytest.FixtureRequest) -> str:
+    _need_driver()
+    if request.param == "redis":
+        need_service("redis")
+        return REDIS_URL
+    return cluster_url()
+
+
+@pytest.fixture
+def standalone_url() -> str:
+    _need_driver()
+    need_service("redis")
+    return REDIS_URL
+
+
+def _factory(url: str) -> tuple[MakeStore, list[RedisStore]]:
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    made: list[RedisStore] = []
+
+    async def make(**options: Any) -> RedisStore:
+        store = RedisStore.from_url(url, prefix=prefix, **options)
+        made.append(store)
+        await store.open()
+        return store
+
+    return make, made
+
+
+async def _teardown(made: list[RedisStore]) -> None:
+    if made:
+        await made[0].purge()
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def make_store(redis_url: str) -> AsyncIterator[MakeStore]:
+    """Stores on one fresh prefix of standalone Redis or the Cluster; purged afterwards."""
+    make, made = _factory(redis_url)
+    yield make
+    await _teardown(made)
+
+
+@pytest.fixture
+async def make_standalone(standalone_url: str) -> AsyncIterator[MakeStore]:
+    make, made = _factory(standalone_url)
+    yield make
+    await _teardown(made)
+
+
+async def _keys(store: RedisStore) -> list[str]:
+    names = [n async for n in store.client.scan_iter(match=f"{store._prefix}*", count=1000)]
+    return sorted(n.decode() if isinstance(n, bytes) else n for n in names)
+
+
+# -- atomic updates ---------------------------------------------------------------------
+
+
+async def test_200_increments_from_10_clients_end_at_200(make_store: MakeStore) -> None:
+    first = await make_store()
+    clients = [first] + [await make_store() for _ in range(9)]
+    await first.create("counter", new_record(n=0))
+
+    async def bump(client: RedisStore) -> None:
+        await client.update("counter", lambda s: {**s, "n": s["n"] + 1})
+
+    async with anyio.create_task_group() as tg:
+        for i in range(200):
+            tg.start_soon(bump, clients[i % 10])
+    loaded = await first.load("counter")
+    assert loaded is not None
+    assert loaded.state["n"] == 200
+    assert loaded.version == 201
+
+
+async def test_update_keeps_a_concurrent_touch(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("t", new_record(ttl=5))
+
+    async def touch_midway(state: dict[str, Any]) -> dict[str, Any]:
+        await store.touch("t", ttl=600)
+        return {**state, "x": 1}
+
+    updated = await store.update("t", touch_midway)
+    assert updated.state == {"x": 1}
+    loaded = await store.load("t")
+    assert loaded is not None
+    assert loaded.ttl == 600, "the compare-and-swap wrote back the pre-touch expiry"
+
+
+# -- key layout and expiry --------------------------------------------------------------
+
+
+async def test_every_key_of_a_session_is_in_one_slot(make_store: MakeStore) -> None:
+    from redis.crc import key_slot
+
+    store = await make_store()
+    await store.create("slotted", new_record())
+    for sid in ("a", "b"):
+        await store.open_stream("slotted", stream(sid))
+        await store.append_event("slotted", sid, "x")
+    digest = store.key("slotted")
+    names = [n for n in await _keys(store) if digest in n]
+    assert len(names) == 7  # session, stream set, 2 states, 2 event streams, wake
+    assert all(f"{{{digest}}}" in n for n in names)
+    assert len({key_slot(n.encode()) for n in names}) == 1
+    assert "slotted" not in "".join(await _keys(store))
+
+
+async def test_expiry_is_redis_own_and_touch_renews_every_key(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("e", new_record(ttl=5))
+    await store.open_stream("e", stream())
+    await store.append_event("e", "s1", "one")
+    session_keys = [n for n in await _keys(store) if store.key("e") in n]
+    for name in session_keys:
+        assert 0 < await store.client.pttl(name) <= 5000, name
+
+    assert await store.touch("e", ttl=600)
+    for name in session_keys:
+        assert await store.client.pttl(name) > 500_000, name
+
+    assert await store.touch("e", ttl=0.3)
+    await anyio.sleep(0.6)
+    # Nobody swept: Redis expired the session, its streams and events by itself.
+    assert await _keys(store) == [f"{store._prefix}index"]
+    assert (await store.list_active()).records == []
+    assert await store.cleanup_expired() == 1
+    assert await _keys(store) == []
+
+
+async def test_paging_survives_ties_touches_and_deletes(make_store: MakeStore) -> None:
+    store = await make_store()
+    same_expiry = time.time() + 600
+    ids = [f"tie-{i:03d}" for i in range(120)]
+    for sid in ids:
+        await store.create(sid, new_record().evolve(expires_at=same_expiry))
+    first = await store.list_active(limit=25)
+    assert len(first.records) == 25
+    # The cursor's own session moves to the end and another listed one goes away:
+    # the next page must still start right after the cursor's old place.
+    by_key = {store.key(sid): sid for sid in ids}
+    await store.touch(by_key[first.records[-1].key], ttl=900)
+    await store.delete(by_key[first.records[0].key])
+    seen = [r.key for r in first.records]
+    cursor = first.next_cursor
+    while cursor is not None:
+        page = await store.list_active(limit=25, cursor=cursor)
+        seen.extend(r.key for r in page.records)
+        cursor = page.next_cursor
+    assert set(seen) == set(by_key)
+    repeated = {k for k in seen if seen.count(k) > 1}
+    assert repeated <= {first.records[-1].key}
+
+
+@pytest.mark.redis
+async def test_list_active_pages_through_100k_sessions(make_standalone: MakeStore) -> None:
+    store = await make_standalone()
+    await store.create("warm-up", new_record())  # also puts the insert script in the cache
+    total, batch, now = 100_000, 5_000, time.time()
+    expected = {store.key("warm-up")}
+    for start in range(0, total, batch):
+        async with store.client.pipeline(transaction=False) as pipe:
+            for i in range(start, start + batch):
+                key = store.key(f"bulk-{i}")
+                expected.add(key)
+                ttl = 600.0 + i % 50  # 50 distinct expiries, 2000 sessions sharing each
+                record = SessionRecord(
+                    key=key,
+                    protocol_version="2025-11-25",
+                    created_at=now,
+                    last_accessed=now,
+                    expires_at=now + ttl,
+                    ttl=ttl,
+                    version=1,
+                )
+                keys = store._session_keys(key)
+                args = store._insert_args(record, now)
+                pipe.execute_command("EVALSHA", _INSERT_SCRIPT.sha, len(keys), *keys, *args)
+            results = await pipe.execute()
+        assert all(int(r) == 1 for r in results)
+    for i in range(50):
+        await store.create(f"short-{i}", new_record(ttl=0.2))
+    await anyio.sleep(0.4)
+
+    seen: list[str] = []
+    expiries: list[float] = []
+    cursor = None
+    while True:
+        page = await store.list_active(limit=777, cursor=cursor)
+        seen.extend(r.key for r in page.records)
+        expiries.extend(r.expires_at for r in page.records)
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == total + 1
+    assert set(seen) == expected
+    assert expiries == sorted(expiries)
+    assert await store.count_active() == total + 1
+    assert await store.cleanup_expired() == 50
+
+
+# -- events ---------------------------------------------------------------------------
+
+
+async def test_store_wide_max_events_trims_exactly(make_store: MakeStore) -> None:
+    store = await make_store(max_events=3)
+    await store.create("m", new_record())
+    await store.open_stream("m", stream())
+    for i in range(5):
+        await store.append_event("m", "s1", str(i))
+    assert [e.seq for e in await store.read_events("m", "s1")] == [3, 4, 5]
+    state = await store.load_stream("m", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (3, 5)
+    await store.append_event("m", "s1", "wider", max_events=10)
+    assert [e.seq for e in await store.read_events("m", "s1")] == [3, 4, 5, 6]
+
+
+async def test_a_blocked_reader_wakes_when_the_stream_finishes(make_store: MakeStore) -> None:
+    store = await make_store()
+    other = await make_store()
+    await store.create("w", new_record())
+    await store.open_stream("w", stream())
+    await store.append_event("w", "s1", "first")
+    results: list[list[str]] = []
+
+    async def follow() -> None:
+        events = await store.wait_events("w", "s1", after_seq=1, timeout=60)
+        results.append([e.data for e in events])
+
+    with anyio.fail_after(20):  # the wait itself would last 60 s if finish were missed
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(0.3)
+            await other.finish_stream("w", "s1")
+    assert results == [[]]
+
+
+async def test_a_blocked_reader_wakes_when_the_session_is_deleted(make_store: MakeStore) -> None:
+    store = await make_store()
+    other = await make_store()
+    await store.create("gone", new_record())
+    await store.open_stream("gone", stream())
+    results: list[int] = []
+
+    async def follow() -> None:
+        results.append(len(await store.wait_events("gone", "s1", after_seq=0, timeout=60)))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(0.3)
+            assert await other.delete("gone")
+    assert results == [0]
+
+
+@pytest.mark.redis
+async def test_blocking_reads_never_take_the_command_pool(standalone_url: str) -> None:
+    from redis.asyncio import BlockingConnectionPool, Redis
+
+    # Four command connections, eight followers blocked at once: had the followers
+    # used the command pool, the appends below would wait for it and time out.
+    pool = BlockingConnectionPool.from_url(standalone_url, max_connections=4, timeout=5)
+    client = Redis(connection_pool=pool)
+    store = RedisStore(client, prefix=f"test:{uuid.uuid4().hex[:10]}:")
+    try:
+        await store.create("fan", new_record())
+        sids = [f"s{i}" for i in range(8)]
+        for sid in sids:
+            await store.open_stream("fan", stream(sid))
+        got: dict[str, list[str]] = {}
+
+        async def follow(sid: str) -> None:
+            events = await store.wait_events("fan", sid, after_seq=0, timeout=30)
+            got[sid] = [e.data for e in events]
+
+        with anyio.fail_after(25):
+            async with anyio.create_task_group() as tg:
+                for sid in sids:
+                    tg.start_soon(follow, sid)
+                await anyio.sleep(0.5)
+                for sid in sids:
+                    await store.append_event("fan", sid, f"to {sid}")
+        assert got == {sid: [f"to {sid}"] for sid in sids}
+    finally:
+        await store.purge()
+        await store.close()
+        await client.aclose()
+
+
+# -- construction ---------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_a_caller_owned_client_is_left_open(standalone_url: str) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(standalone_url)
+    store = RedisStore(client, prefix=f"test:{uuid.uuid4().hex[:10]}:")
+    await store.open()
+    await store.create("owned", new_record())
+    await store.open_stream("owned", stream())
+    await store.append_event("owned", "s1", "x")
+    assert [e.data for e in await store.wait_events("owned", "s1", 0, timeout=1)] == ["x"]
+    await store.purge()
+    await store.close()
+    assert await client.ping()
+    await client.aclose()
+
+
+@pytest.mark.redis
+async def test_purge_deletes_only_its_own_prefix(make_standalone: MakeStore) -> None:
+    mine = await make_standalone()
+    neighbour = RedisStore.from_url(REDIS_URL, prefix=f"{mine._prefix}x*")
+    try:
+        await neighbour.create("n", new_record())
+        await mine.create("m", new_record())
+        # The neighbour's prefix extends ours with a glob character, which purge must
+        # match literally; ours matches the neighbour's keys too, so it goes first.
+        assert await neighbour.purge() == 2
+        assert await mine.load("m") is not None
+        assert await mine.purge() == 2
+        assert await mine.load("m") is None
+    finally:
+        await neighbour.purge()
+        await neighbour.close()
+
+
+def test_bad_options_raise_configuration_errors() -> None:
+    _need_driver()
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url("redis://127.0.0.1:6379/0", prefix="has{brace}")
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url("redis://127.0.0.1:6379/0", max_events=0)
+    with pytest.raises(ConfigurationError):
+        RedisStore()
+    with pytest.raises(ConfigurationError):
+        RedisStore.from_url("memcached://127.0.0.1")
+    cluster = create_store("redis+cluster://127.0.0.1:7000")
+    assert isinstance(cluster, RedisStore)
+    assert cluster._cluster
+
+
+# -- private servers: TLS, unix socket, outage --------------------------------------------
+
+
+async def _round_trip(store: RedisStore) -> None:
+    await store.open()
+    await store.create("rt", new_record(v=1))
+    loaded = await store.load("rt")
+    assert loaded is not None
+    assert loaded.state == {"v": 1}
+    await store.open_stream("rt", stream())
+    await store.append_event("rt", "s1", "hello")
+    assert [e.data for e in await store.wait_events("rt", "s1", 0, timeout=1)] == ["hello"]
+
+
+@pytest.mark.redis
+async def test_rediss_url_speaks_tls(tmp_path: Path) -> None:
+    _need_driver()
+    cert, key = self_signed_certificate(tmp_path)
+    server = RedisServer(tmp_path / "tls", tls=(cert, key))
+    server.start()
+    store = create_store(server.url, prefix="tls:", ssl_ca_certs=str(cert))
+    try:
+        assert server.url.startswith("rediss://")
+        await _round_trip(store)  # type: ignore[arg-type]
+    finally:
+        await store.close()
+        server.stop()
+
+
+@pytest.mark.redis
+async def test_unix_socket_url(tmp_path: Path) -> None:
+    _need_driver()
+    socket_dir = Path(tempfile.mkdtemp(prefix="mcpr"))  # unix socket paths must be short
+    server = RedisServer(tmp_path / "unix", unixsocket=socket_dir / "r.sock")
+    server.start()
+    store = create_store(f"unix://{socket_dir / 'r.sock'}?db=0", prefix="unix:")
+    try:
+        await _round_trip(store)  # type: ignore[arg-type]
+    finally:
+        await store.close()
+        server.stop()
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+@pytest.mark.redis
+async def test_redis_down_raises_unavailable_and_recovers_in_place(tmp_path: Path) -> None:
+    _need_driver()
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    server = RedisServer(tmp_path / "private")
+    server.start()
+    store = RedisStore.from_url(server.url, prefix="down:")
+    try:
+        await store.open()
+        await store.create("a", new_record(n=0))
+        await store.open_stream("a", stream())
+        await store.append_event("a", "s1", "before")
+        server.stop()  # SIGTERM; the shared 6379 server is never touched
+
+        operations: dict[str, Callable[[], Awaitable[object]]] = {
+            "open": store.open,
+            "create": lambda: store.create("b", new_record()),
+            "load": lambda: store.load("a"),
+            "save": lambda: store.save("a", new_record()),
+            "update": lambda: store.update("a", {"n": 1}),
+            "touch": lambda: store.touch("a"),
+            "delete": lambda: store.delete("a"),
+            "list_active": store.list_active,
+            "count_active": store.count_active,
+            "cleanup_expired": store.cleanup_expired,
+            "open_stream": lambda: store.open_stream("a", stream()),
+            "load_stream": lambda: store.load_stream("a", "s1"),
+            "renew_stream": lambda: store.renew_stream("a", "s1", 1.0),
+            "finish_stream": lambda: store.finish_stream("a", "s1"),
+            "append_event": lambda: store.append_event("a", "s1", "x"),
+            "read_events": lambda: store.read_events("a", "s1"),
+            "wait_events": lambda: store.wait_events("a", "s1", 1, timeout=1),
+            "purge": store.purge,
+        }
+        for name, operation in operations.items():
+            with pytest.raises(StoreUnavailableError) as caught:
+                await operation()
+            cause = caught.value.__cause__
+            assert isinstance(cause, RedisConnectionError | RedisTimeoutError), name
+
+        server.start()  # same port, empty (no persistence): the same store carries on
+        await store.create("a", new_record(n=0))
+        assert (await store.update("a", {"n": 2})).state == {"n": 2}
+        await store.open_stream("a", stream())
+        await store.append_event("a", "s1", "after")
+        assert [e.data for e in await store.wait_events("a", "s1", 0, timeout=1)] == ["after"]
+        assert await store.count_active() == 1
+    finally:
+        await store.close()
+        server.stop()
