@@ -77,6 +77,35 @@ async def _destroy_redis(store: Store) -> None:
     await store.close()
 
 
+async def _build_redis_cluster(namespace: str, tmp_path: Path) -> Store:
+    from .redis_cluster import cluster_url
+
+    store = create_store(cluster_url(), prefix=f"test:{namespace}:")
+    await store.open()
+    return store
+
+
+_caches: dict[str, MemoryStore] = {}
+
+
+async def _build_caching(namespace: str, tmp_path: Path) -> Store:
+    # One cache per namespace: the stores of a test are one process's connections.
+    from mcp_session_mw.stores.caching import CachingStore
+
+    cache = _caches.setdefault(namespace, MemoryStore())
+    store = CachingStore(cache, await _build_redis(namespace, tmp_path))
+    await store.open()
+    return store
+
+
+async def _destroy_caching(store: Store) -> None:
+    await _destroy_redis(store.backend)  # type: ignore[attr-defined]
+    await store.close()
+    for name, cache in list(_caches.items()):
+        if cache is store._cache:  # type: ignore[attr-defined]
+            del _caches[name]
+
+
 BACKENDS: list[Backend] = [
     Backend("memory", _build_memory, _destroy_memory, shared_instance=True),
     Backend(
@@ -100,4 +129,7 @@ BACKENDS: list[Backend] = [
         module="asyncmy",
     ),
     Backend("redis", _build_redis, _destroy_redis, service="redis", module="redis"),
+    # Starts a private three-node Cluster on first use; skipped without redis-server.
+    Backend("redis_cluster", _build_redis_cluster, _destroy_redis, module="redis"),
+    Backend("caching", _build_caching, _destroy_caching, service="redis", module="redis"),
 ]
