@@ -136,6 +136,7 @@ class DurableResponse:
         self.final_seen = False
         self.app_last_event_id: str | None = None
         self._lease_scope = anyio.CancelScope()
+        self._cut_scope = anyio.CancelScope()
         self._opened = anyio.Event()
         self._open_failed = False
 
@@ -256,6 +257,7 @@ class DurableResponse:
             return
         self._finished = True
         self._lease_scope.cancel()
+        self._cut_scope.cancel()
         error = error_event(self.request_id, INTERNAL_ERROR, MSG_STREAM_STORE_UNAVAILABLE)
         await self._to_client(
             {"type": "http.response.body", "body": encode_event(error), "more_body": True}
@@ -272,6 +274,7 @@ class DurableResponse:
             return
         self._finished = True
         self._lease_scope.cancel()
+        self._cut_scope.cancel()
         try:
             if not self.final_seen and self.request_id is not None:
                 # The app ended without answering (it crashed, or cut a stream
@@ -321,7 +324,7 @@ class DurableResponse:
                     logger.warning("could not renew a stream lease", exc_info=True)
 
     async def _cut_after(self, seconds: float) -> None:
-        with self._lease_scope:
+        with self._cut_scope:
             await anyio.sleep(seconds)
             await self.close_connection()
 
