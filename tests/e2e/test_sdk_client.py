@@ -391,12 +391,16 @@ def bare_server(servers: tuple[str, str]) -> str:
 # -- 1. the SDK client's session is the middleware's -------------------------------------
 
 
-async def test_sdk_client_counts_on_the_middlewares_session_id(server: str) -> None:
+async def test_sdk_client_counts_on_the_middlewares_session_id(
+    mode: str, server: str, bare_server: str
+) -> None:
     with anyio.fail_after(TEST_TIMEOUT):
         async with sdk_client(server) as (client, wire):
             counts = [await sdk_count(client) for _ in range(3)]
             who = await client.call_tool("whoami", {})
             negotiated = client.protocol_version
+        async with sdk_client(bare_server) as (_, bare_wire):
+            pass
     assert counts == [1, 2, 3]
     session_id = wire.session_id()
     assert MIDDLEWARE_ID.fullmatch(session_id), session_id
@@ -405,6 +409,14 @@ async def test_sdk_client_counts_on_the_middlewares_session_id(server: str) -> N
     assert (first.method, first.sent_session) == ("POST", None)
     assert {e.sent_session for e in rest} == {session_id}
     assert who.structured_content == {"result": f"{CLIENT_INFO.name} on {negotiated}"}
+    # What the same app hands out on its own: its ids (stateful) or none (stateless).
+    bare_ids = {e.got_session for e in bare_wire.exchanges}
+    if mode == "stateful":
+        (bare_id,) = bare_ids
+        assert bare_id is not None
+        assert SDK_APP_ID.fullmatch(bare_id), bare_id
+    else:
+        assert bare_ids == {None}
 
 
 async def test_each_sdk_client_gets_its_own_session(server: str) -> None:
@@ -554,25 +566,38 @@ def modern_request(
     }
 
 
-MODERN_EXCHANGES: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = [
-    ("discover", "POST", modern_request(1, "server/discover"), {"mcp_method": "server/discover"}),
-    ("tools/list", "POST", modern_request(2, "tools/list"), {"mcp_method": "tools/list"}),
-    (
-        "tools/list with a made-up session id",
+MODERN_EXCHANGES = [
+    pytest.param(
+        "POST",
+        modern_request(1, "server/discover"),
+        {"mcp_method": "server/discover"},
+        200,
+        id="discover",
+    ),
+    pytest.param(
+        "POST", modern_request(2, "tools/list"), {"mcp_method": "tools/list"}, 200, id="tools-list"
+    ),
+    pytest.param(
         "POST",
         modern_request(3, "tools/list"),
         {"mcp_method": "tools/list", "mcp_session_id": "not-a-session"},
+        200,
+        id="made-up-session-id",
     ),
-    (
-        "tools/call count",
+    pytest.param(
         "POST",
         modern_request(4, "tools/call", {"name": "count", "arguments": {}}),
         {"mcp_method": "tools/call", "mcp_name": "count"},
+        200,
+        id="tools-call",
     ),
-    ("no _meta", "POST", {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, {}),
-    ("DELETE", "DELETE", None, {}),
-    ("GET", "GET", None, {}),
+    pytest.param(
+        "POST", {"jsonrpc": "2.0", "id": 5, "method": "tools/list"}, {}, 400, id="no-meta"
+    ),
+    pytest.param("DELETE", None, {}, 405, id="delete"),
+    pytest.param("GET", None, {}, 405, id="get"),
 ]
+"""Requests on the 2026-07-28 lane and the status the SDK app itself gives each."""
 
 
 def comparable(response: httpx.Response) -> tuple[int, list[tuple[str, str]], Any]:
@@ -581,20 +606,24 @@ def comparable(response: httpx.Response) -> tuple[int, list[tuple[str, str]], An
     return response.status_code, headers, body
 
 
-async def test_modern_lane_answers_are_the_apps_own(server: str, bare_server: str) -> None:
+@pytest.mark.parametrize(("method", "body", "extra", "status"), MODERN_EXCHANGES)
+async def test_modern_lane_answers_are_the_apps_own(
+    server: str,
+    bare_server: str,
+    method: str,
+    body: dict[str, Any] | None,
+    extra: dict[str, str],
+    status: int,
+) -> None:
+    """The bare app's own answer (status, headers bar Date, body): nothing added or checked."""
+    headers = headers_for(version=MODERN, **extra)
     with anyio.fail_after(TEST_TIMEOUT):
         async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as http:
-            for name, method, body, extra in MODERN_EXCHANGES:
-                headers = headers_for(version=MODERN, **extra)
-                answers = [
-                    await http.request(method, url, json=body, headers=headers)
-                    for url in (server, bare_server)
-                ]
-                wrapped, bare = (comparable(a) for a in answers)
-                assert wrapped == bare, name
-                assert all(SESSION not in a.headers for a in answers), name
-    # Sanity: the comparison saw real answers, not two identical refusals.
-    assert wrapped[0] == 405  # GET is the app's own 405, not the middleware's
+            wrapped = await http.request(method, server, json=body, headers=headers)
+            bare = await http.request(method, bare_server, json=body, headers=headers)
+    assert comparable(wrapped) == comparable(bare)
+    assert wrapped.status_code == status
+    assert SESSION not in wrapped.headers
 
 
 async def test_sdk_client_on_the_modern_lane_gets_no_session(server: str) -> None:
