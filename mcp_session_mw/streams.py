@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import secrets
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +88,22 @@ def parse_event_id(value: str | None) -> tuple[str, int] | None:
     if match is None:
         return None
     return match.group(1), int(match.group(2))
+
+
+def server_is_exiting() -> bool:
+    """True once the ASGI server has been told to exit (uvicorn: SIGTERM or SIGINT).
+
+    uvicorn waits for open responses before it shuts down, and a live GET
+    stream never ends by itself, so followers check this between waits and end
+    their stream; the client reconnects (to another instance) with
+    ``Last-Event-ID``. Found through the server's signal handler, duck-typed,
+    without importing the server.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        owner = getattr(signal.getsignal(signum), "__self__", None)
+        if getattr(owner, "should_exit", False) is True:
+            return True
+    return False
 
 
 def wants_priming(protocol_version: str) -> bool:
@@ -421,6 +438,8 @@ async def _replay_and_follow(
             and state.lease_expires < store.now()
         ):
             await _end_orphan(store, session_id, state, send)
+            return
+        if server_is_exiting():
             return
         events = await store.wait_events(
             session_id, stream_id, last, options.follow_interval, READ_BATCH
