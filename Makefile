@@ -42,5 +42,8 @@ typecheck: $(BIN)/.installed ## mypy --strict over the package and the tests
 
 check: test lint typecheck ## everything CI runs
 
+bench: $(BIN)/.installed ## run the benchmarks under bench/ (needs the local services)
+	$(BIN)/python bench/streaming.py
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mcp_sessions.db
