@@ -4,7 +4,8 @@ Layout. Every key of one session shares the hash tag ``{<digest>}``, so one
 session lives in one hash slot and the same Lua scripts run on Redis Cluster::
 
     <prefix>{<digest>}                session hash (p payload, u principal, c a x t
-                                      timestamps and ttl, v version)
+                                      timestamps and ttl, v version, g expiry of
+                                      the stream keys)
     <prefix>{<digest>}:streams        set of the session's stream ids
     <prefix>{<digest>}:st:<stream>    stream state hash (r o l f n z)
     <prefix>{<digest>}:ev:<stream>    Redis Stream of events, entry id ``0-<seq>``
@@ -12,13 +13,16 @@ session lives in one hash slot and the same Lua scripts run on Redis Cluster::
                                       finished or deleted, so blocked readers wake
     <prefix>index                     sorted set: digest scored by expires_at
 
-Expiry is Redis's own: every key of a session carries the session's PEXPIRE and
-a touch renews them all in one script, so an expired session disappears without
-a sweeper. The index sorted set spans sessions, so on Cluster it lives in its
-own slot and is updated by a separate command right after the session script;
-on standalone Redis the same scripts update it atomically. In the Cluster
-window between the two commands ``list_active`` may miss a session that was
-just created or touched, and ``cleanup_expired`` repairs such index scores.
+Expiry is Redis's own: the session hash carries the session's PEXPIRE, which a
+touch renews in one script, so an expired session disappears without a sweeper.
+Its stream keys expire too, at most one ttl after it (see the Lua notes below),
+and are invisible meanwhile; ``cleanup_expired`` removes them at once.
+
+The index sorted set spans sessions, so on Cluster it lives in its own slot and
+is updated by a separate command right after the session script; on standalone
+Redis the same scripts update it atomically. In the Cluster window between the
+two commands ``list_active`` may miss a session that was just created or
+touched, and ``cleanup_expired`` repairs such index scores.
 
 Updates are compare-and-swap on the ``v`` field in Lua (the base class retries),
 so concurrent writers on any number of processes never lose each other's
@@ -35,7 +39,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -76,37 +81,77 @@ _CLEANUP_BATCH = 500
 # KEYS[1] is always the session hash; the other keys of the session are derived
 # from it (same hash tag, hence the same slot). KEYS[2], when given, is the index
 # sorted set: only on standalone Redis, where a script may span slots.
+#
+# Stream keys (the set, states, events, wake) expire at the session hash's field
+# 'g', which is kept at or past the session's own expiry 'x': when a touch moves
+# 'x' past 'g', every stream key is renewed to x + ttl in that same script. So a
+# touch costs O(1), plus O(streams) at most once per ttl, and stream keys outlive
+# their session by at most one ttl (invisible: every read checks the session).
 
 _LUA_HELPERS = """
 local function write_record(base, a)
   redis.call('HSET', base, 'p', a[5], 'c', a[6], 'a', a[7], 'x', a[8], 't', a[9], 'v', a[10])
-  if a[11] == '1' then redis.call('HSET', base, 'u', a[12]) end
+  if a[11] == '1' then
+    redis.call('HSET', base, 'u', a[12])
+  else
+    redis.call('HDEL', base, 'u')
+  end
 end
 local function live(base, now)
   local x = redis.call('HGET', base, 'x')
   return x and tonumber(x) > now
+end
+local function ms(seconds)
+  return math.max(1, math.ceil(seconds * 1000))
 end
 local function purge(base)
   local set = base .. ':streams'
   for _, sid in ipairs(redis.call('SMEMBERS', set)) do
     redis.call('DEL', base .. ':st:' .. sid, base .. ':ev:' .. sid)
   end
-  redis.call('DEL', base, set)
+  redis.call('DEL', base, set, base .. ':wake')
 end
-local function expire_all(base, px)
-  redis.call('PEXPIRE', base, px)
-  redis.call('PEXPIRE', base .. ':wake', px)
+local function renew_streams(base, now, until_)
+  local px = ms(until_ - now)
   local set = base .. ':streams'
+  redis.call('PEXPIRE', base .. ':wake', px)
   if redis.call('PEXPIRE', set, px) == 1 then
     for _, sid in ipairs(redis.call('SMEMBERS', set)) do
       redis.call('PEXPIRE', base .. ':st:' .. sid, px)
       redis.call('PEXPIRE', base .. ':ev:' .. sid, px)
     end
   end
+  redis.call('HSET', base, 'g', string.format('%.17g', until_))
+end
+-- Milliseconds a new stream key of a live session must live (until 'g').
+local function stream_px(base, now)
+  local cur = redis.call('HMGET', base, 'x', 't', 'g')
+  local x = tonumber(cur[1])
+  local g = cur[3] and tonumber(cur[3])
+  if not g or g < x then
+    g = x + tonumber(cur[2])
+    renew_streams(base, now, g)
+  end
+  return ms(g - now)
+end
+-- Slide a live session's expiry; returns the new expires_at, or false if it is gone.
+local function slide(keys, now_s, ttl_s)
+  local now = tonumber(now_s)
+  local cur = redis.call('HMGET', keys[1], 'x', 't', 'g')
+  if not cur[1] or tonumber(cur[1]) <= now then return false end
+  if not ttl_s then ttl_s = cur[2] end
+  local ttl = tonumber(ttl_s)
+  local x = now + ttl
+  local xs = string.format('%.17g', x)
+  redis.call('HSET', keys[1], 'a', now_s, 'x', xs, 't', ttl_s)
+  redis.call('PEXPIRE', keys[1], ms(ttl))
+  if cur[3] and tonumber(cur[3]) < x then renew_streams(keys[1], now, x + ttl) end
+  if #keys > 1 then redis.call('ZADD', keys[2], xs, string.match(keys[1], '{(.-)}')) end
+  return xs
 end
 local function wake(base, px)
   redis.call('XADD', base .. ':wake', 'MAXLEN', '1', '*', 'w', '1')
-  if px > 0 then redis.call('PEXPIRE', base .. ':wake', px) end
+  redis.call('PEXPIRE', base .. ':wake', px)
 end
 """
 
@@ -120,11 +165,13 @@ if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 return 1
 """
 
-# ARGV: as for _INSERT.
+# ARGV: as for _INSERT. Keeps 'g' and the streams; renews them if the expiry moved past.
 _PUT = """
-redis.call('DEL', KEYS[1])
 write_record(KEYS[1], ARGV)
-expire_all(KEYS[1], tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local g = redis.call('HGET', KEYS[1], 'g')
+local x = tonumber(ARGV[8])
+if g and tonumber(g) < x then renew_streams(KEYS[1], tonumber(ARGV[1]), x + tonumber(ARGV[9])) end
 if #KEYS > 1 then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3]) end
 return 1
 """
@@ -144,70 +191,94 @@ end
 return 1
 """
 
-# ARGV: now, ttl ('' keeps the session's own), member. Returns the new expires_at.
-_TOUCH = """
-local now = tonumber(ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], 'x', 't')
-if not cur[1] or tonumber(cur[1]) <= now then return false end
-local ttl_s = ARGV[2]
-if ttl_s == '' then ttl_s = cur[2] end
-local ttl = tonumber(ttl_s)
-local x = string.format('%.17g', now + ttl)
-redis.call('HSET', KEYS[1], 'a', ARGV[1], 'x', x, 't', ttl_s)
-expire_all(KEYS[1], math.max(1, math.ceil(ttl * 1000)))
-if #KEYS > 1 then redis.call('ZADD', KEYS[2], x, ARGV[3]) end
-return x
+# The record as one string, fields joined by NUL: x c a t v p [u]. One bulk reply
+# parses far faster in redis-py than seven. The payload is JSON, which never holds
+# a raw NUL, and the principal comes last, so the split is unambiguous.
+_PACK = """
+local function pack(v)
+  if v[7] then return table.concat(v, '\\0', 1, 7) end
+  return table.concat(v, '\\0', 1, 6)
+end
 """
+_RECORD_HMGET = "redis.call('HMGET', KEYS[1], 'x', 'c', 'a', 't', 'v', 'p', 'u')"
+
+# ARGV: now. The live record, packed, or nil.
+_GET = (
+    _PACK
+    + f"""
+local v = {_RECORD_HMGET}
+if not v[1] or tonumber(v[1]) <= tonumber(ARGV[1]) then return false end
+return pack(v)
+"""
+)
+
+# ARGV: now[, ttl] (without ttl, the session's own). Returns the new expires_at.
+_TOUCH = """
+return slide(KEYS, ARGV[1], ARGV[2])
+"""
+
+# As _TOUCH, but returns the touched record, packed: load and touch in one round trip.
+_LOAD_TOUCH = (
+    _PACK
+    + f"""
+if not slide(KEYS, ARGV[1], ARGV[2]) then return false end
+return pack({_RECORD_HMGET})
+"""
+)
 
 # ARGV: now, member, wake ms. Returns 1 if a live session was deleted.
 _DELETE = """
 local was = live(KEYS[1], tonumber(ARGV[1]))
+local watched = redis.call('EXISTS', KEYS[1] .. ':wake') == 1
 purge(KEYS[1])
 if #KEYS > 1 then redis.call('ZREM', KEYS[2], ARGV[2]) end
-if redis.call('EXISTS', KEYS[1] .. ':wake') == 1 then wake(KEYS[1], tonumber(ARGV[3])) end
+if watched then wake(KEYS[1], tonumber(ARGV[3])) end
 if was then return 1 end
 return 0
 """
 
-# ARGV: now. Removes a session that is expired by the caller's clock but still stored.
+# ARGV: now. Removes what is left of a session that expired (by the caller's clock) or
+# whose hash Redis already expired: its stream keys outlive it by up to one ttl.
 _PURGE_EXPIRED = """
 local x = redis.call('HGET', KEYS[1], 'x')
-if x and tonumber(x) <= tonumber(ARGV[1]) then purge(KEYS[1]) return 1 end
-return 0
+if x and tonumber(x) > tonumber(ARGV[1]) then return 0 end
+purge(KEYS[1])
+return 1
 """
 
 # ARGV: now, stream id, request id JSON, owner, lease. Returns {first, last} or -1.
 _OPEN_STREAM = """
-if not live(KEYS[1], tonumber(ARGV[1])) then return -1 end
-local pttl = redis.call('PTTL', KEYS[1])
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
 local f = cur[1] or '1'
 local n = cur[2] or '0'
 redis.call('HSET', st, 'r', ARGV[3], 'o', ARGV[4], 'l', ARGV[5], 'f', f, 'n', n, 'z', '0')
 redis.call('SADD', KEYS[1] .. ':streams', ARGV[2])
-if pttl > 0 then
-  redis.call('PEXPIRE', st, pttl)
-  redis.call('PEXPIRE', KEYS[1] .. ':streams', pttl)
-end
-wake(KEYS[1], pttl)
+local px = stream_px(KEYS[1], now)
+redis.call('PEXPIRE', st, px)
+redis.call('PEXPIRE', KEYS[1] .. ':streams', px)
+wake(KEYS[1], px)
 return {f, n}
 """
 
 # ARGV: now, stream id, field, value, wake ('1'/'0'). Returns 1, -1 (no session), -2 (no stream).
 _SET_STREAM_FIELD = """
-if not live(KEYS[1], tonumber(ARGV[1])) then return -1 end
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 if redis.call('EXISTS', st) == 0 then return -2 end
 redis.call('HSET', st, ARGV[3], ARGV[4])
-if ARGV[5] == '1' then wake(KEYS[1], redis.call('PTTL', KEYS[1])) end
+if ARGV[5] == '1' then wake(KEYS[1], stream_px(KEYS[1], now)) end
 return 1
 """
 
 # ARGV: now, stream id, data, has event, event, max events ('' for no trimming).
 # Returns the new seq, -1 (no session) or -2 (no stream).
 _APPEND = """
-if not live(KEYS[1], tonumber(ARGV[1])) then return -1 end
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
 if not cur[2] then return -2 end
@@ -231,10 +302,7 @@ if ARGV[4] == '1' then
 end
 redis.call(unpack(cmd))
 redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
-if fresh then
-  local pttl = redis.call('PTTL', KEYS[1])
-  if pttl > 0 then redis.call('PEXPIRE', ev, pttl) end
-end
+if fresh then redis.call('PEXPIRE', ev, stream_px(KEYS[1], now)) end
 return n
 """
 
@@ -350,7 +418,9 @@ class _Script:
 _INSERT_SCRIPT = _Script(_INSERT)
 _PUT_SCRIPT = _Script(_PUT)
 _CAS_SCRIPT = _Script(_CAS, helpers=False)
+_GET_SCRIPT = _Script(_GET, helpers=False)
 _TOUCH_SCRIPT = _Script(_TOUCH)
+_LOAD_TOUCH_SCRIPT = _Script(_LOAD_TOUCH)
 _DELETE_SCRIPT = _Script(_DELETE)
 _PURGE_EXPIRED_SCRIPT = _Script(_PURGE_EXPIRED)
 _OPEN_STREAM_SCRIPT = _Script(_OPEN_STREAM)
@@ -362,7 +432,7 @@ _PAGE_SCRIPT = _Script(_PAGE, helpers=False)
 _PAGE_RECORDS_SCRIPT = _Script(_PAGE_RECORDS, helpers=False)
 _PRUNE_SCRIPT = _Script(_PRUNE, helpers=False)
 
-_RECORD_FIELDS = ("p", "u", "c", "a", "x", "t", "v")
+_RECORD_FIELDS = (b"p", b"u", b"c", b"a", b"x", b"t", b"v")
 
 
 def _text(value: Any) -> str:
@@ -406,6 +476,39 @@ def _cluster_url(url: str) -> str:
     parts = urlsplit(url)
     scheme = parts.scheme.lower().removesuffix("+cluster")
     return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+class _Guard:
+    """``with guard:`` re-raises driver errors as the project's own, chained.
+
+    A plain class rather than a generator context manager: it wraps every command.
+    """
+
+    __slots__ = ("_driver", "_unavailable")
+
+    def __init__(
+        self,
+        unavailable: tuple[type[BaseException], ...],
+        driver: tuple[type[BaseException], ...],
+    ) -> None:
+        self._unavailable = unavailable
+        self._driver = driver
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, SessionMiddlewareError):
+            return
+        if isinstance(exc, self._unavailable):
+            raise StoreUnavailableError(f"{UNAVAILABLE_MESSAGE}: {exc}") from exc
+        if isinstance(exc, self._driver):
+            raise StoreError(f"{FAILED_MESSAGE}: {exc}") from exc
 
 
 class RedisStore(Store):
@@ -465,6 +568,7 @@ class RedisStore(Store):
             redis_exceptions.RedisError,
             redis_exceptions.RedisClusterException,
         )
+        self._guard = _Guard(self._unavailable_errors, self._driver_errors)
         self._url = url
         self._client_options = client_options
         self._owns_client = client is None
@@ -551,7 +655,7 @@ class RedisStore(Store):
 
     async def open(self) -> None:
         """Connect and check the server answers (StoreUnavailableError if not)."""
-        with self._guard():
+        with self._guard:
             await self.client.execute_command("PING")
 
     async def close(self) -> None:
@@ -565,18 +669,6 @@ class RedisStore(Store):
             client, self._client = self._client, None
             with contextlib.suppress(Exception):
                 await client.aclose()
-
-    @contextlib.contextmanager
-    def _guard(self) -> Iterator[None]:
-        """Re-raise driver errors as the project's own, chained."""
-        try:
-            yield
-        except SessionMiddlewareError:
-            raise
-        except self._unavailable_errors as exc:
-            raise StoreUnavailableError(f"{UNAVAILABLE_MESSAGE}: {exc}") from exc
-        except self._driver_errors as exc:
-            raise StoreError(f"{FAILED_MESSAGE}: {exc}") from exc
 
     # -- key names -------------------------------------------------------------------
 
@@ -602,7 +694,7 @@ class RedisStore(Store):
 
     async def _insert(self, record: SessionRecord) -> None:
         now = self.now()
-        with self._guard():
+        with self._guard:
             created = await _INSERT_SCRIPT(
                 self.client, self._session_keys(record.key), self._insert_args(record, now)
             )
@@ -628,14 +720,54 @@ class RedisStore(Store):
             version=int(version),
         )
 
+    @staticmethod
+    def _unpack(key: str, packed: Any) -> SessionRecord:
+        """A record from the NUL-joined string the _GET and _LOAD_TOUCH scripts return."""
+        parts = packed.split(b"\0" if isinstance(packed, bytes) else "\0", 6)
+        return SessionRecord.from_payload(
+            key=key,
+            payload=parts[5],
+            principal=_text(parts[6]) if len(parts) == 7 else None,
+            created_at=float(parts[1]),
+            last_accessed=float(parts[2]),
+            expires_at=float(parts[0]),
+            ttl=float(parts[3]),
+            version=int(parts[4]),
+        )
+
     async def _get(self, key: str, now: float) -> SessionRecord | None:
-        with self._guard():
-            values = await self.client.execute_command("HMGET", self._base(key), *_RECORD_FIELDS)
-        return self._parse_record(key, values, now)
+        with self._guard:
+            packed = await _GET_SCRIPT(self.client, (self._base(key),), (_num(now),))
+        return None if packed is None else self._unpack(key, packed)
+
+    async def load(
+        self, session_id: str, *, touch: bool = False, ttl: float | None = None
+    ) -> SessionRecord | None:
+        """The session, or None when it is unknown or expired.
+
+        With ``touch=True`` the session's expiry also slides, exactly as
+        :meth:`touch` (with ``ttl``) would, in the same round trip, and the
+        touched record is returned: the fast path for a request that loads and
+        touches its session. (Redis-only for now; other stores: load, then touch.)
+        """
+        if not touch:
+            return await super().load(session_id)
+        key = self.key(session_id)
+        args = (_num(self.now()),) if ttl is None else (_num(self.now()), _num(ttl))
+        with self._guard:
+            packed = await _LOAD_TOUCH_SCRIPT(self.client, self._session_keys(key), args)
+            if packed is None:
+                return None
+            record = self._unpack(key, packed)
+            if self._cluster:
+                await self.client.execute_command(
+                    "ZADD", self._index, "XX", _num(record.expires_at), key
+                )
+        return record
 
     async def _put(self, record: SessionRecord) -> None:
         now = self.now()
-        with self._guard():
+        with self._guard:
             await _PUT_SCRIPT(
                 self.client, self._session_keys(record.key), self._insert_args(record, now)
             )
@@ -653,13 +785,13 @@ class RedisStore(Store):
             "0" if record.principal is None else "1",
             record.principal or "",
         ]
-        with self._guard():
+        with self._guard:
             result = await _CAS_SCRIPT(self.client, [self._base(record.key)], args)
         return int(result) == 1
 
     async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
-        args = [_num(now), "" if ttl is None else _num(ttl), key]
-        with self._guard():
+        args = (_num(now),) if ttl is None else (_num(now), _num(ttl))
+        with self._guard:
             expires = await _TOUCH_SCRIPT(self.client, self._session_keys(key), args)
             if expires is None:
                 return False
@@ -669,7 +801,7 @@ class RedisStore(Store):
 
     async def _delete(self, key: str) -> bool:
         args = [_num(self.now()), key, str(WAKE_AFTER_DELETE_MS)]
-        with self._guard():
+        with self._guard:
             existed = await _DELETE_SCRIPT(self.client, self._session_keys(key), args)
             if self._cluster:
                 await self.client.execute_command("ZREM", self._index, key)
@@ -692,7 +824,7 @@ class RedisStore(Store):
             except ValueError:
                 raise StoreError(BAD_CURSOR) from None
         records: list[SessionRecord] = []
-        with self._guard():
+        with self._guard:
             while True:
                 want = limit - len(records)
                 entries = await self._page(now, after_score, after_member, want + 1)
@@ -730,7 +862,7 @@ class RedisStore(Store):
 
     async def _cleanup(self, now: float) -> int:
         removed = 0
-        with self._guard():
+        with self._guard:
             while True:
                 raw = await self.client.execute_command(
                     "ZRANGE", self._index, "-inf", _num(now), "BYSCORE", "LIMIT", 0, _CLEANUP_BATCH
@@ -743,14 +875,13 @@ class RedisStore(Store):
                         pipe.execute_command("HGET", self._base(member), "x")
                     expiries = await pipe.execute()
                 for member, expires in zip(members, expiries, strict=True):
-                    if expires is None:
-                        continue
-                    if float(expires) > now:
+                    if expires is not None and float(expires) > now:
                         # The index lagged behind a touch (Cluster window): repair it.
                         await self.client.execute_command(
                             "ZADD", self._index, "GT", _text(expires), member
                         )
                     else:
+                        # Gone or expired: its stream keys may still linger (up to a ttl).
                         await _PURGE_EXPIRED_SCRIPT(self.client, [self._base(member)], [_num(now)])
                 removed += int(
                     await _PRUNE_SCRIPT(self.client, [self._index], [_num(now), *members])
@@ -763,7 +894,7 @@ class RedisStore(Store):
         """
         pattern = "".join("\\" + c if c in "*?[]\\" else c for c in self._prefix) + "*"
         deleted = 0
-        with self._guard():
+        with self._guard:
             batch: list[Any] = []
             async for name in self.client.scan_iter(match=pattern, count=_SCAN_BATCH):
                 batch.append(name)
@@ -795,7 +926,7 @@ class RedisStore(Store):
             state.owner,
             _num(state.lease_expires),
         ]
-        with self._guard():
+        with self._guard:
             result = await _OPEN_STREAM_SCRIPT(self.client, [self._base(key)], args)
         if result == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
@@ -811,7 +942,7 @@ class RedisStore(Store):
         )
 
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
-        with self._guard():
+        with self._guard:
             row = await _LOAD_STREAM_SCRIPT(
                 self.client, [self._base(key)], [_num(self.now()), stream_id]
             )
@@ -831,7 +962,7 @@ class RedisStore(Store):
     async def _set_stream_field(self, key: str, stream_id: str, field: str, value: str) -> None:
         wake = "1" if field == "z" else "0"
         args = [_num(self.now()), stream_id, field, value, wake]
-        with self._guard():
+        with self._guard:
             result = int(await _SET_STREAM_FIELD_SCRIPT(self.client, [self._base(key)], args))
         if result == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
@@ -857,7 +988,7 @@ class RedisStore(Store):
             event or "",
             "" if max_events is None else str(max(0, max_events)),
         ]
-        with self._guard():
+        with self._guard:
             seq = int(await _APPEND_SCRIPT(self.client, [self._base(key)], args))
         if seq == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
@@ -869,7 +1000,7 @@ class RedisStore(Store):
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> tuple[int, list[StoredEvent], str]:
         args = [_num(self.now()), stream_id, f"0-{max(0, after_seq) + 1}", limit]
-        with self._guard():
+        with self._guard:
             status, rows, wake_id = await _READ_SCRIPT(self.client, [self._base(key)], args)
         events: list[StoredEvent] = []
         for entry_id, flat in rows:
@@ -920,7 +1051,7 @@ class RedisStore(Store):
             if remaining <= 0:
                 return []
             block_ms = max(1, int(min(remaining, BLOCK_SLICE) * 1000))
-            with self._guard():
+            with self._guard:
                 await self._blocking_client().execute_command(
                     "XREAD",
                     "COUNT",

@@ -157,6 +157,32 @@ async def test_update_keeps_a_concurrent_touch(make_store: MakeStore) -> None:
     assert loaded.ttl == 600, "the compare-and-swap wrote back the pre-touch expiry"
 
 
+async def test_load_with_touch_is_load_then_touch_in_one_call(make_store: MakeStore) -> None:
+    store = await make_store()
+    created = await store.create("lt", new_record(ttl=5, n=1))
+    await store.create("other", new_record(ttl=300))
+    touched = await store.load("lt", touch=True, ttl=600)
+    assert touched is not None
+    assert touched.state == {"n": 1}
+    assert touched.version == created.version
+    assert touched.ttl == 600
+    assert touched.expires_at > created.expires_at + 500
+    assert touched.last_accessed >= created.last_accessed
+    assert await store.load("lt") == touched
+    # The index moved too: "lt" now expires after "other".
+    assert [r.key for r in (await store.list_active()).records] == [
+        store.key("other"),
+        store.key("lt"),
+    ]
+    again = await store.load("lt", touch=True)  # the session's own ttl
+    assert again is not None
+    assert again.ttl == 600
+    assert await store.load("missing", touch=True) is None
+    await store.touch("lt", ttl=0.2)
+    await anyio.sleep(0.4)
+    assert await store.load("lt", touch=True) is None
+
+
 # -- key layout and expiry --------------------------------------------------------------
 
 
@@ -176,26 +202,53 @@ async def test_every_key_of_a_session_is_in_one_slot(make_store: MakeStore) -> N
     assert "slotted" not in "".join(await _keys(store))
 
 
-async def test_expiry_is_redis_own_and_touch_renews_every_key(make_store: MakeStore) -> None:
+async def test_expiry_is_redis_own_and_stream_keys_follow(make_store: MakeStore) -> None:
     store = await make_store()
     await store.create("e", new_record(ttl=5))
     await store.open_stream("e", stream())
     await store.append_event("e", "s1", "one")
-    session_keys = [n for n in await _keys(store) if store.key("e") in n]
-    for name in session_keys:
-        assert 0 < await store.client.pttl(name) <= 5000, name
+    session = store._base(store.key("e"))
+    stream_keys = [n for n in await _keys(store) if store.key("e") in n and n != session]
+    assert len(stream_keys) == 4  # stream set, state, events, wake
 
+    async def pttl(name: str) -> int:
+        return int(await store.client.pttl(name))
+
+    assert 0 < await pttl(session) <= 5000
+    for name in stream_keys:
+        assert await pttl(name) >= await pttl(session), name
+
+    # A touch past the stream keys' expiry renews them all, to one ttl beyond.
     assert await store.touch("e", ttl=600)
-    for name in session_keys:
-        assert await store.client.pttl(name) > 500_000, name
+    assert 590_000 < await pttl(session) <= 600_000
+    for name in stream_keys:
+        assert await pttl(name) > 1_190_000, name
+    # A touch that stays within it renews the session only: O(1), however many streams.
+    before = {name: await pttl(name) for name in stream_keys}
+    assert await store.touch("e", ttl=600)
+    for name in stream_keys:
+        assert await pttl(name) <= before[name], name
 
     assert await store.touch("e", ttl=0.3)
     await anyio.sleep(0.6)
-    # Nobody swept: Redis expired the session, its streams and events by itself.
-    assert await _keys(store) == [f"{store._prefix}index"]
+    # Nobody swept: Redis expired the session by itself, and what is left is invisible.
+    assert session not in await _keys(store)
+    assert await store.load("e") is None
+    assert await store.load_stream("e", "s1") is None
+    assert await store.read_events("e", "s1") == []
     assert (await store.list_active()).records == []
+    # cleanup_expired prunes the index and removes the leftover stream keys at once.
     assert await store.cleanup_expired() == 1
     assert await _keys(store) == []
+
+
+async def test_stream_keys_expire_by_themselves_within_a_ttl(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("x", new_record(ttl=0.3))
+    await store.open_stream("x", stream())
+    await store.append_event("x", "s1", "one")
+    await anyio.sleep(0.9)  # the session's ttl, plus the stream keys' one ttl, plus slack
+    assert [n for n in await _keys(store) if store.key("x") in n] == []
 
 
 async def test_paging_survives_ties_touches_and_deletes(make_store: MakeStore) -> None:
