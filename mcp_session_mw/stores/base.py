@@ -22,7 +22,7 @@ import inspect
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -238,6 +238,28 @@ class Store(abc.ABC):
         """
         return await self._append_event(self.key(session_id), stream_id, data, event, max_events)
 
+    async def append_events(
+        self,
+        session_id: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        *,
+        max_events: int | None = None,
+    ) -> list[StoredEvent]:
+        """Store several ``(data, event)`` pairs at consecutive seqs, atomically, in order.
+
+        Same rules as :meth:`append_event`; either every item is stored or none
+        is. This is how the middleware stores a burst of events in one round
+        trip while the previous write was in flight.
+        """
+        if not items:
+            return []
+        return await self._append_events(self.key(session_id), stream_id, items, max_events)
+
+    async def delete_stream(self, session_id: str, stream_id: str) -> bool:
+        """Remove one stream and its events; True if it existed. Idempotent."""
+        return await self._delete_stream(self.key(session_id), stream_id)
+
     async def read_events(
         self, session_id: str, stream_id: str, after_seq: int = 0, limit: int = 1000
     ) -> list[StoredEvent]:
@@ -316,6 +338,22 @@ class Store(abc.ABC):
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
     ) -> StoredEvent: ...
+
+    async def _append_events(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        """Default: one append per item. Backends override it with one round trip."""
+        return [
+            await self._append_event(key, stream_id, data, event, max_events)
+            for data, event in items
+        ]
+
+    @abc.abstractmethod
+    async def _delete_stream(self, key: str, stream_id: str) -> bool: ...
 
     @abc.abstractmethod
     async def _read_events(

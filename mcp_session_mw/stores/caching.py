@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -280,6 +280,18 @@ class CachingStore(Store):
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
     ) -> StoredEvent:
         return await self._backend._append_event(key, stream_id, data, event, max_events)
+
+    async def _append_events(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        return await self._backend._append_events(key, stream_id, items, max_events)
+
+    async def _delete_stream(self, key: str, stream_id: str) -> bool:
+        return await self._backend._delete_stream(key, stream_id)
 
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int

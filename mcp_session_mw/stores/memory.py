@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import anyio
@@ -168,6 +169,26 @@ class MemoryStore(Store):
         stream.state = replace(stream.state, last_seq=stored.seq, first_seq=first_seq)
         self._wake(stream)
         return stored
+
+    async def _append_events(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        self._stream(key, stream_id)  # refuse before storing anything
+        return [
+            await self._append_event(key, stream_id, data, event, max_events)
+            for data, event in items
+        ]
+
+    async def _delete_stream(self, key: str, stream_id: str) -> bool:
+        stream = self._streams.get(key, {}).pop(stream_id, None)
+        if stream is None:
+            return False
+        stream.changed.set()
+        return True
 
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int

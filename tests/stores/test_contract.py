@@ -394,3 +394,82 @@ async def test_wait_events_times_out_empty(store: Store) -> None:
     await store.open_stream("quiet", stream())
     with anyio.fail_after(5):
         assert await store.wait_events("quiet", "s1", after_seq=0, timeout=0.3) == []
+
+
+async def test_append_events_stores_a_batch_in_order(store: Store) -> None:
+    await store.create("batch", new_record())
+    await store.open_stream("batch", stream())
+    await store.append_event("batch", "s1", "first")
+    stored = await store.append_events(
+        "batch", "s1", [("a", "message"), ("b\nc", None), ("", "message"), ("é", "x")]
+    )
+    assert [(e.seq, e.data, e.event) for e in stored] == [
+        (2, "a", "message"),
+        (3, "b\nc", None),
+        (4, "", "message"),
+        (5, "é", "x"),
+    ]
+    assert [e.data for e in await store.read_events("batch", "s1")] == [
+        "first",
+        "a",
+        "b\nc",
+        "",
+        "é",
+    ]
+    state = await store.load_stream("batch", "s1")
+    assert state is not None
+    assert state.last_seq == 5
+    assert await store.append_events("batch", "s1", []) == []
+
+
+async def test_append_events_trims_and_refuses_like_append_event(store: Store) -> None:
+    await store.create("batch-trim", new_record())
+    await store.open_stream("batch-trim", stream())
+    await store.append_events("batch-trim", "s1", [(str(i), None) for i in range(6)], max_events=4)
+    await store.append_events("batch-trim", "s1", [("6", None), ("7", None)], max_events=4)
+    events = await store.read_events("batch-trim", "s1")
+    assert [e.data for e in events] == ["4", "5", "6", "7"]
+    state = await store.load_stream("batch-trim", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (5, 8)
+    with pytest.raises(StreamNotFoundError):
+        await store.append_events("batch-trim", "nope", [("x", None)])
+    with pytest.raises(SessionNotFoundError):
+        await store.append_events("ghost", "s1", [("x", None)])
+
+
+async def test_concurrent_batches_get_distinct_consecutive_seqs(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    await store.create("batch-race", new_record())
+    await store.open_stream("batch-race", stream())
+    writers = [await store_factory() for _ in range(4)]
+
+    async def write(client: Store, n: int) -> None:
+        for i in range(5):
+            await client.append_events(
+                "batch-race", "s1", [(f"{n}-{i}-{j}", None) for j in range(3)]
+            )
+
+    async with anyio.create_task_group() as tg:
+        for n, client in enumerate(writers):
+            tg.start_soon(write, client, n)
+    events = await store.read_events("batch-race", "s1", limit=1000)
+    assert [e.seq for e in events] == list(range(1, 61))
+    assert len({e.data for e in events}) == 60
+
+
+async def test_delete_stream_removes_only_that_stream(store: Store) -> None:
+    await store.create("ds", new_record())
+    await store.open_stream("ds", stream("keep"))
+    await store.open_stream("ds", stream("drop"))
+    await store.append_event("ds", "keep", "k")
+    await store.append_event("ds", "drop", "d")
+    assert await store.delete_stream("ds", "drop") is True
+    assert await store.delete_stream("ds", "drop") is False
+    assert await store.load_stream("ds", "drop") is None
+    assert await store.read_events("ds", "drop") == []
+    assert [e.data for e in await store.read_events("ds", "keep")] == ["k"]
+    await store.open_stream("ds", stream("drop"))
+    [event] = [await store.append_event("ds", "drop", "again")]
+    assert event.seq == 1
