@@ -10,7 +10,8 @@ session lives in one hash slot and the same Lua scripts run on Redis Cluster::
     <prefix>{<digest>}:st:<stream>    stream state hash (r o l f n z)
     <prefix>{<digest>}:ev:<stream>    Redis Stream of events, entry id ``0-<seq>``
     <prefix>{<digest>}:wake           Redis Stream poked when a stream is (re)opened,
-                                      finished or deleted, so blocked readers wake
+                                      finished or deleted, or the session is deleted,
+                                      so blocked readers wake
     <prefix>index                     sorted set: digest scored by expires_at
 
 Expiry is Redis's own: the session hash carries the session's PEXPIRE, which a
@@ -306,6 +307,24 @@ if fresh then redis.call('PEXPIRE', ev, stream_px(KEYS[1], now)) end
 return n
 """
 
+# ARGV: now, stream id, wake ms. Returns 1 if the live session had that stream.
+# Wakes blocked readers: on a live session the wake stream lives until 'g' as usual;
+# on a dead one only if someone watches it, for as long as after a session delete.
+_DELETE_STREAM = """
+local now = tonumber(ARGV[1])
+local was = live(KEYS[1], now)
+local st = KEYS[1] .. ':st:' .. ARGV[2]
+local existed = redis.call('DEL', st, KEYS[1] .. ':ev:' .. ARGV[2]) > 0
+redis.call('SREM', KEYS[1] .. ':streams', ARGV[2])
+if was then
+  wake(KEYS[1], stream_px(KEYS[1], now))
+elseif redis.call('EXISTS', KEYS[1] .. ':wake') == 1 then
+  wake(KEYS[1], tonumber(ARGV[3]))
+end
+if was and existed then return 1 end
+return 0
+"""
+
 # ARGV: now, stream id. Returns {r, o, l, f, n, z} or nil.
 _LOAD_STREAM = """
 if not live(KEYS[1], tonumber(ARGV[1])) then return false end
@@ -426,6 +445,7 @@ _PURGE_EXPIRED_SCRIPT = _Script(_PURGE_EXPIRED)
 _OPEN_STREAM_SCRIPT = _Script(_OPEN_STREAM)
 _SET_STREAM_FIELD_SCRIPT = _Script(_SET_STREAM_FIELD)
 _APPEND_SCRIPT = _Script(_APPEND)
+_DELETE_STREAM_SCRIPT = _Script(_DELETE_STREAM)
 _LOAD_STREAM_SCRIPT = _Script(_LOAD_STREAM)
 _READ_SCRIPT = _Script(_READ)
 _PAGE_SCRIPT = _Script(_PAGE, helpers=False)
@@ -995,6 +1015,12 @@ class RedisStore(Store):
         if seq == -2:
             raise StreamNotFoundError(STREAM_NOT_FOUND)
         return StoredEvent(stream_id, seq, data, event)
+
+    async def _delete_stream(self, key: str, stream_id: str) -> bool:
+        args = [_num(self.now()), stream_id, str(WAKE_AFTER_DELETE_MS)]
+        with self._guard:
+            existed = await _DELETE_STREAM_SCRIPT(self.client, [self._base(key)], args)
+        return int(existed) == 1
 
     async def _read(
         self, key: str, stream_id: str, after_seq: int, limit: int
