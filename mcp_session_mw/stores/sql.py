@@ -1069,6 +1069,22 @@ class SQLStore(Store):
 
         return await self._write(append)
 
+    async def _delete_stream(self, key: str, stream_id: str) -> bool:
+        streams, events = self._t.streams, self._t.events
+
+        async def delete_stream(conn: AsyncConnection) -> bool:
+            # Stream row first (it is the lock appenders take), then its events:
+            # an append that got the lock before us has committed its rows by now.
+            removed = await conn.execute(
+                sa.delete(streams).where(self._stream_is(streams, key, stream_id))
+            )
+            await conn.execute(sa.delete(events).where(self._stream_is(events, key, stream_id)))
+            if removed.rowcount > 0:
+                await self._notify(conn, key, stream_id)  # waiters see "gone" and return
+            return removed.rowcount > 0
+
+        return await self._write(delete_stream)
+
     def _events_query(
         self, key: str, stream_id: str, after_seq: int, limit: int, now: float
     ) -> sa.Select[Any]:
