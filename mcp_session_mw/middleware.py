@@ -38,6 +38,7 @@ from .asgi import (
     wait_forever,
     with_headers,
 )
+from .durable import DurableResponse
 from .errors import ConfigurationError, StoreError
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -79,7 +80,6 @@ from .session import Session, _current
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
-    DurableResponse,
     StreamOptions,
     follow_stream,
     parse_event_id,
@@ -129,6 +129,7 @@ class SessionMiddleware:
         sse_retry_ms: int | None = 1000,
         stream_lease: float = 10.0,
         max_events_per_stream: int | None = 50_000,
+        max_streams_per_session: int | None = 100,
         max_stream_seconds: float | None = None,
     ) -> None:
         if not ttl > 0:
@@ -147,6 +148,8 @@ class SessionMiddleware:
             raise ConfigurationError("stream_lease must be a positive number of seconds")
         if max_events_per_stream is not None and max_events_per_stream <= 0:
             raise ConfigurationError("max_events_per_stream must be positive (or None)")
+        if max_streams_per_session is not None and max_streams_per_session <= 0:
+            raise ConfigurationError("max_streams_per_session must be positive (or None)")
         if max_stream_seconds is not None and not max_stream_seconds > 0:
             raise ConfigurationError("max_stream_seconds must be positive (or None)")
         if path is not None and not path.startswith("/"):
@@ -171,6 +174,7 @@ class SessionMiddleware:
             retry_ms=sse_retry_ms,
             lease_seconds=stream_lease,
             max_events_per_stream=max_events_per_stream,
+            max_streams_per_session=max_streams_per_session,
             max_stream_seconds=max_stream_seconds,
         )
         self._locals = LocalSessions(max_local_sessions)

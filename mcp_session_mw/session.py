@@ -18,8 +18,8 @@ from .errors import NoSessionError, SessionNotFoundError
 from .records import JSONValue, SessionRecord
 
 if TYPE_CHECKING:
+    from .durable import DurableResponse
     from .stores.base import StateChange, Store
-    from .streams import DurableResponse
 
 _current: ContextVar[Session | None] = ContextVar("mcp_session_mw_session", default=None)
 
@@ -105,7 +105,7 @@ class Session:
         """
         streams = list(self._streams)
         for stream in streams:
-            await stream.close_connection()
+            await stream.request_close()
         return len(streams)
 
     def _set_record(self, record: SessionRecord) -> None:

@@ -26,15 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
-from starlette.datastructures import MutableHeaders
-from starlette.types import Message, Receive, Send
+from starlette.types import Receive, Send
 
 from .errors import StoreError
-from .jsonrpc import INTERNAL_ERROR, RequestId
+from .jsonrpc import RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
 from .records import StoredEvent, StreamState
-from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
+from .sse import encode_event
 from .stores.base import Store
 
 logger = logging.getLogger("mcp_session_mw")
@@ -68,6 +66,7 @@ class StreamOptions:
     retry_ms: int | None = 1000
     lease_seconds: float = 10.0
     max_events_per_stream: int | None = 50_000
+    max_streams_per_session: int | None = 100
     max_stream_seconds: float | None = None
     follow_interval: float = 1.0
 
@@ -118,235 +117,7 @@ def error_event(request_id: RequestId, code: int, message: str) -> str:
     )
 
 
-class DurableResponse:
-    """One SSE response of the app, stored event by event before it is forwarded.
-
-    The client may leave at any time; the app keeps running (it never sees a
-    disconnect) and every event it still emits is stored, so a resume by GET
-    with ``Last-Event-ID`` gets it. When the client's connection must end
-    early (``max_stream_seconds``, or :meth:`close_connection`), the HTTP
-    response is finished while the app's events keep flowing into the store.
-    """
-
-    def __init__(
-        self,
-        *,
-        store: Store,
-        session_id: str,
-        request_id: RequestId,
-        protocol_version: str,
-        options: StreamOptions,
-        send: Send,
-        task_group: TaskGroup,
-    ) -> None:
-        self.store = store
-        self.session_id = session_id
-        self.request_id = request_id
-        self.protocol_version = protocol_version
-        self.options = options
-        self.stream_id = mint_stream_id()
-        self._send = send
-        self._tg = task_group
-        self._parser = SSEParser()
-        self._client_open = True
-        self._finished = False
-        self.final_seen = False
-        self.app_last_event_id: str | None = None
-        self._lease_scope = anyio.CancelScope()
-        self._cut_scope = anyio.CancelScope()
-        self._opened = anyio.Event()
-        self._open_failed = False
-
-    async def start(self, message: Message) -> None:
-        """Send the response start (and priming event); open the stream in the store meanwhile.
-
-        The store round trip runs beside the app instead of holding up its
-        first send: the SDK drops its own priming event when a tool closes the
-        stream (``close_sse_stream``) before that event was written, and then
-        the rest of the stream could not be fetched from it.
-        """
-        self._tg.start_soon(self._open)
-        self._tg.start_soon(self._renew_lease)
-        if self.options.max_stream_seconds is not None:
-            self._tg.start_soon(self._cut_after, self.options.max_stream_seconds)
-        headers = MutableHeaders(scope=message)
-        if "content-length" in headers:
-            del headers["content-length"]
-        await self._to_client(message)
-        if wants_priming(self.protocol_version):
-            priming = encode_event(
-                "", id=format_event_id(self.stream_id, 0), retry=self.options.retry_ms
-            )
-            await self._to_client(
-                {"type": "http.response.body", "body": priming, "more_body": True}
-            )
-
-    async def _open(self) -> None:
-        try:
-            await self.store.open_stream(
-                self.session_id,
-                StreamState(
-                    stream_id=self.stream_id,
-                    request_id=self.request_id,
-                    owner=self.options.instance_id,
-                    lease_expires=self.store.now() + self.options.lease_seconds,
-                ),
-            )
-        except StoreError:
-            logger.warning("could not open a durable stream", exc_info=True)
-            self._open_failed = True
-        finally:
-            self._opened.set()
-
-    async def body(self, message: Message) -> None:
-        """Store and forward what one body message of the app carries."""
-        await self._opened.wait()
-        if self._open_failed:
-            await self._fail()
-            return
-        more = bool(message.get("more_body", False))
-        try:
-            items = self._parser.feed(message.get("body", b""))
-            if not more:
-                items += self._parser.close()
-        except SSEParseError:
-            logger.warning("the app sent an SSE body that cannot be parsed; dropped")
-            items = []
-        out: list[bytes] = []
-        for item in items:
-            if isinstance(item, SSEComment):
-                out.append(item.raw or encode_comment(item.text))
-            elif isinstance(item, SSEEvent):
-                if item.id:
-                    self.app_last_event_id = item.id
-                if not item.data:
-                    continue  # the app's own priming event: ours was sent instead
-                if self._is_final(item.data):
-                    self.final_seen = True
-                stored = await self.store.append_event(
-                    self.session_id,
-                    self.stream_id,
-                    item.data,
-                    event=item.event,
-                    max_events=self.options.max_events_per_stream,
-                )
-                out.append(_encode_stored(stored))
-        if out:
-            await self._to_client(
-                {"type": "http.response.body", "body": b"".join(out), "more_body": True}
-            )
-        if not more:
-            if self.needs_drain:
-                # The app ended the response before its result (it closed the
-                # stream for polling): end the client's connection too, and let
-                # the middleware fetch the rest from the app into the store.
-                self._parser = SSEParser()
-                await self.close_connection()
-            else:
-                await self.finish()
-
-    @property
-    def needs_drain(self) -> bool:
-        """True when the app cut the stream early and can be resumed by its own event id."""
-        return (
-            not self._finished
-            and not self.final_seen
-            and self.request_id is not None
-            and self.app_last_event_id is not None
-        )
-
-    def _is_final(self, data: str) -> bool:
-        if '"result"' not in data and '"error"' not in data:
-            return False
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return False
-        return (
-            isinstance(message, dict)
-            and message.get("id") == self.request_id
-            and ("result" in message or "error" in message)
-        )
-
-    async def _fail(self) -> None:
-        """The store is unavailable: end the response with a JSON-RPC error for the request."""
-        if self._finished:
-            return
-        self._finished = True
-        self._lease_scope.cancel()
-        self._cut_scope.cancel()
-        error = error_event(self.request_id, INTERNAL_ERROR, MSG_STREAM_STORE_UNAVAILABLE)
-        await self._to_client(
-            {"type": "http.response.body", "body": encode_event(error), "more_body": True}
-        )
-        await self.close_connection()
-
-    async def finish(self) -> None:
-        """The app's response is complete: mark the stream done and end the response."""
-        if self._finished:
-            return
-        await self._opened.wait()
-        if self._open_failed:
-            await self._fail()
-            return
-        self._finished = True
-        self._lease_scope.cancel()
-        self._cut_scope.cancel()
-        try:
-            if not self.final_seen and self.request_id is not None:
-                # The app ended without answering (it crashed, or cut a stream
-                # it cannot resume): answer for it so no client waits forever.
-                data = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
-                stored = await self.store.append_event(
-                    self.session_id, self.stream_id, data, event="message"
-                )
-                await self._to_client(
-                    {
-                        "type": "http.response.body",
-                        "body": _encode_stored(stored),
-                        "more_body": True,
-                    }
-                )
-            await self.store.finish_stream(self.session_id, self.stream_id)
-        except StoreError:
-            logger.warning("could not mark a stream finished", exc_info=True)
-        await self.close_connection()
-
-    async def close_connection(self) -> None:
-        """End the client's HTTP response now; later events are still stored."""
-        if self._client_open:
-            await self._to_client({"type": "http.response.body", "body": b"", "more_body": False})
-            self._client_open = False
-
-    async def _to_client(self, message: Message) -> None:
-        if not self._client_open:
-            return
-        try:
-            await self._send(message)
-        except OSError:  # the client left; the app's output still goes to the store
-            self._client_open = False
-
-    async def _renew_lease(self) -> None:
-        interval = self.options.lease_seconds / 3
-        with self._lease_scope:
-            while True:
-                await anyio.sleep(interval)
-                try:
-                    await self.store.renew_stream(
-                        self.session_id,
-                        self.stream_id,
-                        self.store.now() + self.options.lease_seconds,
-                    )
-                except StoreError:
-                    logger.warning("could not renew a stream lease", exc_info=True)
-
-    async def _cut_after(self, seconds: float) -> None:
-        with self._cut_scope:
-            await anyio.sleep(seconds)
-            await self.close_connection()
-
-
-def _encode_stored(event: StoredEvent) -> bytes:
+def encode_stored(event: StoredEvent) -> bytes:
     return encode_event(
         event.data, event=event.event, id=format_event_id(event.stream_id, event.seq)
     )
@@ -421,7 +192,7 @@ async def _replay_and_follow(
     events = await store.read_events(session_id, stream_id, last, READ_BATCH)
     while True:
         if events:
-            await _send_body(send, b"".join(_encode_stored(e) for e in events))
+            await _send_body(send, b"".join(encode_stored(e) for e in events))
             last = events[-1].seq
             if len(events) == READ_BATCH:
                 events = await store.read_events(session_id, stream_id, last, READ_BATCH)
@@ -452,7 +223,7 @@ async def _end_orphan(store: Store, session_id: str, state: StreamState, send: S
     try:
         stored = await store.append_event(session_id, state.stream_id, data, event="message")
         await store.finish_stream(session_id, state.stream_id)
-        payload = _encode_stored(stored)
+        payload = encode_stored(stored)
     except StoreError:
         payload = encode_event(data, event="message")
     logger.warning("ended an orphaned stream for a resuming client")

@@ -403,3 +403,50 @@ async def test_touch_is_throttled() -> None:
         touched = await store.load(session_id)
         assert touched is not None
         assert touched.last_accessed > before.last_accessed
+
+
+async def test_streams_per_session_are_capped_oldest_first() -> None:
+    store = MemoryStore()
+    async with serving(build_sdk_app(), store=store, max_streams_per_session=2) as client:
+        session_id = await initialize(client)
+        headers = {**HEADERS, "mcp-session-id": session_id, "mcp-protocol-version": "2025-11-25"}
+        stream_ids = []
+        for rid in range(3):
+            response = await client.post(
+                "/mcp",
+                json={
+                    "jsonrpc": "2.0",
+                    "id": rid,
+                    "method": "tools/call",
+                    "params": {"name": "count", "arguments": {}},
+                },
+                headers=headers,
+            )
+            ids = [
+                line[3:].strip() for line in response.text.splitlines() if line.startswith("id:")
+            ]
+            stream_ids.append(ids[-1].split(".")[0])
+        assert len(set(stream_ids)) == 3
+        record = await store.load(session_id)
+        assert record is not None
+        assert record.meta["streams"] == stream_ids[1:]
+        assert await store.load_stream(session_id, stream_ids[0]) is None
+        gone = await client.get(
+            "/mcp",
+            headers={
+                **headers,
+                "accept": "text/event-stream",
+                "last-event-id": f"{stream_ids[0]}.0",
+            },
+        )
+        assert gone.status_code == 400
+        kept = await client.get(
+            "/mcp",
+            headers={
+                **headers,
+                "accept": "text/event-stream",
+                "last-event-id": f"{stream_ids[2]}.0",
+            },
+        )
+        assert kept.status_code == 200
+        assert '"text":"3"' in kept.text

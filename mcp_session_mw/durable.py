@@ -1,0 +1,354 @@
+"""Write-ahead storage of one SSE response of the app.
+
+The app's events are parsed as they arrive and queued; one writer task stores
+whatever has queued up in a single ``append_events`` call, then forwards it.
+Every event is still stored before the client sees it, but a burst of events
+costs one store round trip instead of one each, and the app is held back only
+when the queue is full (``QUEUE_SIZE`` items).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Send
+
+from .errors import StoreError
+from .jsonrpc import INTERNAL_ERROR, RequestId
+from .records import StoredEvent, StreamState
+from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
+from .stores.base import Store
+from .streams import (
+    MSG_NO_RESPONSE,
+    MSG_STREAM_STORE_UNAVAILABLE,
+    STANDALONE_STREAM,
+    StreamOptions,
+    encode_stored,
+    error_event,
+    format_event_id,
+    mint_stream_id,
+    wants_priming,
+)
+
+logger = logging.getLogger("mcp_session_mw")
+
+QUEUE_SIZE = 1024
+"""Items (events, comments) parsed but not yet stored before the app's sends wait."""
+BATCH_SIZE = 500
+"""At most this many events go to the store in one call."""
+
+
+@dataclass
+class _Mark:
+    """A queue item that is no event: close the client's connection, or signal a flush."""
+
+    close: bool = False
+    flushed: anyio.Event | None = None
+
+
+_Item = SSEEvent | SSEComment | _Mark
+
+
+class DurableResponse:
+    """One SSE response of the app, stored before it is forwarded.
+
+    The client may leave at any time; the app keeps running (it never sees a
+    disconnect) and every event it still emits is stored, so a resume by GET
+    with ``Last-Event-ID`` gets it. When the client's connection must end
+    early (``max_stream_seconds``, or :meth:`close_connection`), the HTTP
+    response is finished while the app's events keep flowing into the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        session_id: str,
+        request_id: RequestId,
+        protocol_version: str,
+        options: StreamOptions,
+        send: Send,
+        task_group: TaskGroup,
+    ) -> None:
+        self.store = store
+        self.session_id = session_id
+        self.request_id = request_id
+        self.protocol_version = protocol_version
+        self.options = options
+        self.stream_id = mint_stream_id()
+        self.final_seen = False
+        self.app_last_event_id: str | None = None
+        self._send = send
+        self._tg = task_group
+        self._parser = SSEParser()
+        self._client_open = True
+        self._send_lock = anyio.Lock()
+        self._finished = False
+        self._failed = False
+        self._lease_scope = anyio.CancelScope()
+        self._cut_scope = anyio.CancelScope()
+        self._opened = anyio.Event()
+        self._queue_in, self._queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
+
+    # -- the app's side ----------------------------------------------------------
+
+    async def start(self, message: Message) -> None:
+        """Send the response start (and priming event); open the stream in the store meanwhile.
+
+        The store round trip runs beside the app instead of holding up its
+        first send: the SDK drops its own priming event when a tool closes the
+        stream (``close_sse_stream``) before that event was written, and then
+        the rest of the stream could not be fetched from it.
+        """
+        self._tg.start_soon(self._open)
+        self._tg.start_soon(self._write)
+        self._tg.start_soon(self._renew_lease)
+        if self.options.max_stream_seconds is not None:
+            self._tg.start_soon(self._cut_after, self.options.max_stream_seconds)
+        headers = MutableHeaders(scope=message)
+        if "content-length" in headers:
+            del headers["content-length"]
+        await self._to_client(message)
+        if wants_priming(self.protocol_version):
+            priming = encode_event(
+                "", id=format_event_id(self.stream_id, 0), retry=self.options.retry_ms
+            )
+            await self._to_client(
+                {"type": "http.response.body", "body": priming, "more_body": True}
+            )
+
+    async def body(self, message: Message) -> None:
+        """Queue what one body message of the app carries for storing and forwarding."""
+        more = bool(message.get("more_body", False))
+        try:
+            items = self._parser.feed(message.get("body", b""))
+            if not more:
+                items += self._parser.close()
+        except SSEParseError:
+            logger.warning("the app sent an SSE body that cannot be parsed; dropped")
+            items = []
+        for item in items:
+            if isinstance(item, SSEEvent):
+                if item.id:
+                    self.app_last_event_id = item.id
+                if not item.data:
+                    continue  # the app's own priming event: ours was sent instead
+                if self._is_final(item.data):
+                    self.final_seen = True
+            await self._queue_in.send(item)
+        if not more and self.needs_drain:
+            # The app ended the response before its result (it closed the
+            # stream for polling): end the client's connection too, once what
+            # came before is out, and let the middleware fetch the rest.
+            self._parser = SSEParser()
+            await self._queue_in.send(_Mark(close=True))
+
+    @property
+    def needs_drain(self) -> bool:
+        """True when the app cut the stream early and can be resumed by its own event id."""
+        return (
+            not self._finished
+            and not self.final_seen
+            and self.request_id is not None
+            and self.app_last_event_id is not None
+        )
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is stored and forwarded."""
+        if self._finished:
+            return
+        flushed = anyio.Event()
+        await self._queue_in.send(_Mark(flushed=flushed))
+        await flushed.wait()
+
+    async def finish(self) -> None:
+        """The app is done: store what is queued, mark the stream done, end the response."""
+        if self._finished:
+            return
+        await self.flush()
+        self._finished = True
+        self._lease_scope.cancel()
+        self._cut_scope.cancel()
+        self._queue_in.close()
+        if not self._failed:
+            try:
+                if not self.final_seen and self.request_id is not None:
+                    # The app ended without answering (it crashed, or cut a stream
+                    # it cannot resume): answer for it so no client waits forever.
+                    data = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
+                    [stored] = await self.store.append_events(
+                        self.session_id, self.stream_id, [(data, "message")]
+                    )
+                    await self._to_client(_body(encode_stored(stored)))
+                await self.store.finish_stream(self.session_id, self.stream_id)
+            except StoreError:
+                logger.warning("could not mark a stream finished", exc_info=True)
+        await self.close_connection()
+
+    async def request_close(self) -> None:
+        """End the client's connection once what is already queued is out.
+
+        Later events are still stored, and the client resumes by GET with
+        ``Last-Event-ID`` (SEP-1699 polling).
+        """
+        if self._finished:
+            await self.close_connection()
+            return
+        try:
+            await self._queue_in.send(_Mark(close=True))
+        except anyio.ClosedResourceError:
+            await self.close_connection()
+
+    async def close_connection(self) -> None:
+        """End the client's HTTP response now."""
+        async with self._send_lock:
+            if self._client_open:
+                self._client_open = False
+                with contextlib.suppress(OSError):
+                    await self._send(
+                        {"type": "http.response.body", "body": b"", "more_body": False}
+                    )
+
+    # -- background duties ---------------------------------------------------------
+
+    async def _open(self) -> None:
+        try:
+            await self.store.open_stream(
+                self.session_id,
+                StreamState(
+                    stream_id=self.stream_id,
+                    request_id=self.request_id,
+                    owner=self.options.instance_id,
+                    lease_expires=self.store.now() + self.options.lease_seconds,
+                ),
+            )
+            await self._cap_streams()
+        except StoreError:
+            logger.warning("could not open a durable stream", exc_info=True)
+            self._failed = True
+        finally:
+            self._opened.set()
+
+    async def _cap_streams(self) -> None:
+        """Keep at most ``max_streams_per_session`` request streams; drop the oldest."""
+        cap = self.options.max_streams_per_session
+        if cap is None:
+            return
+        dropped: list[str] = []
+
+        def remember(meta: dict[str, object]) -> dict[str, object]:
+            known = meta.get("streams")
+            streams = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+            streams.append(self.stream_id)
+            dropped[:] = streams[:-cap] if len(streams) > cap else []
+            return {**meta, "streams": streams[-cap:]}
+
+        await self.store.update_meta(self.session_id, remember)
+        for stream_id in dropped:
+            if stream_id != STANDALONE_STREAM:
+                await self.store.delete_stream(self.session_id, stream_id)
+
+    async def _write(self) -> None:
+        """Store each burst of queued events in one call, then forward it."""
+        async with self._queue_out:
+            async for first in self._queue_out:
+                batch = [first]
+                events = 1 if isinstance(first, SSEEvent) else 0
+                while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
+                    try:
+                        item = self._queue_out.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                    batch.append(item)
+                    events += isinstance(item, SSEEvent)
+                await self._opened.wait()
+                await self._write_batch(batch)
+
+    async def _write_batch(self, batch: list[_Item]) -> None:
+        mark = batch[-1] if isinstance(batch[-1], _Mark) else None
+        events = [item for item in batch if isinstance(item, SSEEvent)]
+        stored: list[StoredEvent] = []
+        if events and not self._failed:
+            try:
+                stored = await self.store.append_events(
+                    self.session_id,
+                    self.stream_id,
+                    [(event.data, event.event) for event in events],
+                    max_events=self.options.max_events_per_stream,
+                )
+            except StoreError:
+                logger.warning("could not store SSE events; ending the stream", exc_info=True)
+                await self._fail()
+        if not self._failed:
+            chunks: list[bytes] = []
+            stored_iter = iter(stored)
+            for item in batch:
+                if isinstance(item, SSEComment):
+                    chunks.append(item.raw or encode_comment(item.text))
+                elif isinstance(item, SSEEvent):
+                    chunks.append(encode_stored(next(stored_iter)))
+            if chunks:
+                await self._to_client(_body(b"".join(chunks)))
+        if mark is not None:
+            if mark.close:
+                await self.close_connection()
+            if mark.flushed is not None:
+                mark.flushed.set()
+
+    async def _fail(self) -> None:
+        """The store is unavailable: end the response with a JSON-RPC error for the request."""
+        self._failed = True
+        error = error_event(self.request_id, INTERNAL_ERROR, MSG_STREAM_STORE_UNAVAILABLE)
+        await self._to_client(_body(encode_event(error)))
+        await self.close_connection()
+
+    async def _to_client(self, message: Message) -> None:
+        async with self._send_lock:
+            if not self._client_open:
+                return
+            try:
+                await self._send(message)
+            except OSError:  # the client left; the app's output still goes to the store
+                self._client_open = False
+
+    async def _renew_lease(self) -> None:
+        interval = self.options.lease_seconds / 3
+        with self._lease_scope:
+            while True:
+                await anyio.sleep(interval)
+                try:
+                    await self.store.renew_stream(
+                        self.session_id,
+                        self.stream_id,
+                        self.store.now() + self.options.lease_seconds,
+                    )
+                except StoreError:
+                    logger.warning("could not renew a stream lease", exc_info=True)
+
+    async def _cut_after(self, seconds: float) -> None:
+        with self._cut_scope:
+            await anyio.sleep(seconds)
+            await self.request_close()
+
+    def _is_final(self, data: str) -> bool:
+        if '"result"' not in data and '"error"' not in data:
+            return False
+        try:
+            message = json.loads(data)
+        except ValueError:
+            return False
+        return (
+            isinstance(message, dict)
+            and message.get("id") == self.request_id
+            and ("result" in message or "error" in message)
+        )
+
+
+def _body(chunk: bytes) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": True}
