@@ -77,6 +77,7 @@ from .rehydrate import (
     recreate_app_session,
 )
 from .session import Session, _current
+from .setup_replay import is_setup_request, record_setup
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
@@ -278,7 +279,7 @@ class SessionMiddleware:
         if found is None:
             return
         session_id, record = found
-        await self._forward(scope, receive, send, session_id, record, body, request_id)
+        await self._forward(scope, receive, send, session_id, record, body, request_id, message)
 
     async def _initialize(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
@@ -457,6 +458,7 @@ class SessionMiddleware:
         record: SessionRecord,
         body: bytes,
         request_id: RequestId,
+        message: Any = None,
     ) -> None:
         local = self._locals.get(session_id)
         if local is None:
@@ -479,10 +481,12 @@ class SessionMiddleware:
                     set_headers[_SESSION] = app_id.encode()
                 app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
                 may_retry = attempt == 0 and app_id is not None
-                held = await self._call_app(
+                status = await self._call_app(
                     app_scope, body, send, local.session, request_id, version, may_retry
                 )
-                if not held:
+                if status is not None:
+                    if is_setup_request(message) and 200 <= status < 300:
+                        await self._record_setup(session_id, message)
                     return
                 # The app answered 404: it no longer holds that session (idle
                 # timeout, restart). It never ran the request, so re-create once.
@@ -499,21 +503,23 @@ class SessionMiddleware:
         request_id: RequestId,
         protocol_version: str,
         hold_404: bool,
-    ) -> bool:
-        """Run the app on the client's request; True if a 404 was held back for a retry.
+    ) -> int | None:
+        """Run the app on the client's request; its status, or None if a 404 was held back.
 
         The app never sees ``http.disconnect``: a tool keeps running when its
         client leaves, and an SSE answer is stored event by event before it
         is forwarded (see :class:`DurableResponse`), so the client can resume.
         """
         held = False
+        status = 0
         durable: DurableResponse | None = None
 
         async with anyio.create_task_group() as tg:
 
             async def app_send(message: Message) -> None:
-                nonlocal held, durable
+                nonlocal held, durable, status
                 if message["type"] == "http.response.start":
+                    status = message["status"]
                     if hold_404 and message["status"] == 404:
                         held = True
                         return
@@ -550,7 +556,13 @@ class SessionMiddleware:
                     with anyio.CancelScope(shield=True):
                         await durable.finish()
                 tg.cancel_scope.cancel()
-        return held
+        return None if held else status
+
+    async def _record_setup(self, session_id: str, message: dict[str, Any]) -> None:
+        try:
+            await self.store.update_meta(session_id, lambda meta: record_setup(meta, message))
+        except StoreError:
+            logger.warning("could not record a session-setup request", exc_info=True)
 
     async def _drain(self, scope: Scope, durable: DurableResponse) -> None:
         """Fetch the rest of a stream the app cut early, by its own Last-Event-ID.

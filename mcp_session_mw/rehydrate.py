@@ -23,6 +23,7 @@ from .asgi import call_and_capture, with_headers
 from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
 from .records import SessionRecord
 from .session import Session
+from .setup_replay import setup_requests
 
 logger = logging.getLogger("mcp_session_mw")
 
@@ -141,6 +142,13 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
     )
     if not 200 <= done.status < 300:
         raise AppSessionError(f"the app answered {done.status} to notifications/initialized")
+    for request in setup_requests(record.meta):
+        # Replay the logging level and subscriptions the client set up earlier.
+        answer = await call_and_capture(
+            app, notify_scope, json.dumps(request, separators=(",", ":")).encode()
+        )
+        if not 200 <= answer.status < 300:
+            logger.warning("the app refused a replayed %s (%d)", request["method"], answer.status)
     return app_id
 
 
