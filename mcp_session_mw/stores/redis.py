@@ -275,33 +275,43 @@ if ARGV[5] == '1' then wake(KEYS[1], stream_px(KEYS[1], now)) end
 return 1
 """
 
-# ARGV: now, stream id, data, has event, event, max events ('' for no trimming).
-# Returns the new seq, -1 (no session) or -2 (no stream).
+# ARGV: now, stream id, max events ('' for no trimming), then two per event: data, and
+# the event name prefixed by '+' ('-' for none). Every event is one XADD in this one
+# script, so a batch is atomic and its seqs are consecutive. Returns the last new
+# seq (the batch holds the (#ARGV - 3) / 2 seqs up to it), -1 (no session) or -2
+# (no stream).
 _APPEND = """
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
 if not cur[2] then return -2 end
-local n = tonumber(cur[2]) + 1
+local n = tonumber(cur[2])
 local f = tonumber(cur[1])
 local ev = KEYS[1] .. ':ev:' .. ARGV[2]
 local fresh = redis.call('EXISTS', ev) == 0
-local cmd = {'XADD', ev}
-if ARGV[6] ~= '' then
-  local max = tonumber(ARGV[6])
-  cmd[#cmd + 1] = 'MAXLEN'
-  cmd[#cmd + 1] = ARGV[6]
+local head = {'XADD', ev}
+if ARGV[3] ~= '' then
+  head = {'XADD', ev, 'MAXLEN', ARGV[3]}
+end
+local h = #head
+for i = 4, #ARGV, 2 do
+  n = n + 1
+  local cmd = {unpack(head)}
+  cmd[h + 1] = string.format('0-%d', n)
+  cmd[h + 2] = 'd'
+  cmd[h + 3] = ARGV[i]
+  local name = ARGV[i + 1]
+  if string.sub(name, 1, 1) == '+' then
+    cmd[h + 4] = 'e'
+    cmd[h + 5] = string.sub(name, 2)
+  end
+  redis.call(unpack(cmd))
+end
+if ARGV[3] ~= '' then
+  local max = tonumber(ARGV[3])
   if n - f + 1 > max then f = n - max + 1 end
 end
-cmd[#cmd + 1] = string.format('0-%d', n)
-cmd[#cmd + 1] = 'd'
-cmd[#cmd + 1] = ARGV[3]
-if ARGV[4] == '1' then
-  cmd[#cmd + 1] = 'e'
-  cmd[#cmd + 1] = ARGV[5]
-end
-redis.call(unpack(cmd))
 redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
 if fresh then redis.call('PEXPIRE', ev, stream_px(KEYS[1], now)) end
 return n
@@ -998,23 +1008,39 @@ class RedisStore(Store):
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
     ) -> StoredEvent:
+        [stored] = await self._append_events(key, stream_id, ((data, event),), max_events)
+        return stored
+
+    async def _append_events(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        """One script call for the whole batch: one round trip, atomic, consecutive seqs."""
+        if not items:
+            return []
         if max_events is None:
             max_events = self._max_events
         args = [
             _num(self.now()),
             stream_id,
-            data,
-            "0" if event is None else "1",
-            event or "",
             "" if max_events is None else str(max(0, max_events)),
         ]
+        for data, event in items:
+            args.append(data)
+            args.append("-" if event is None else "+" + event)
         with self._guard:
-            seq = int(await _APPEND_SCRIPT(self.client, [self._base(key)], args))
-        if seq == -1:
+            last = int(await _APPEND_SCRIPT(self.client, [self._base(key)], args))
+        if last == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
-        if seq == -2:
+        if last == -2:
             raise StreamNotFoundError(STREAM_NOT_FOUND)
-        return StoredEvent(stream_id, seq, data, event)
+        first = last - len(items) + 1
+        return [
+            StoredEvent(stream_id, first + i, data, event) for i, (data, event) in enumerate(items)
+        ]
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         args = [_num(self.now()), stream_id, str(WAKE_AFTER_DELETE_MS)]

@@ -29,6 +29,7 @@ from mcp_session_mw import (
     StreamState,
     create_store,
 )
+from mcp_session_mw.stores import redis as redis_store
 from mcp_session_mw.stores.redis import _INSERT_SCRIPT, RedisStore
 
 from ..redis_cluster import RedisServer, cluster_url, self_signed_certificate
@@ -339,6 +340,88 @@ async def test_store_wide_max_events_trims_exactly(make_store: MakeStore) -> Non
     assert [e.seq for e in await store.read_events("m", "s1")] == [3, 4, 5, 6]
 
 
+async def test_store_wide_max_events_trims_a_batch_exactly(make_store: MakeStore) -> None:
+    store = await make_store(max_events=3)
+    await store.create("mb", new_record())
+    await store.open_stream("mb", stream())
+    stored = await store.append_events("mb", "s1", [(str(i), None) for i in range(5)])
+    assert [e.seq for e in stored] == [1, 2, 3, 4, 5]
+    assert [e.data for e in await store.read_events("mb", "s1")] == ["2", "3", "4"]
+    state = await store.load_stream("mb", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (3, 5)
+    await store.append_events("mb", "s1", [("wide", None)], max_events=10)
+    assert [e.seq for e in await store.read_events("mb", "s1")] == [3, 4, 5, 6]
+
+
+async def test_a_batch_into_a_fresh_stream_expires_with_the_session(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store()
+    await store.create("fresh", new_record(ttl=5))
+    await store.open_stream("fresh", stream())
+    await store.append_events("fresh", "s1", [("a", None), ("b", "e")])
+    events = f"{store._base(store.key('fresh'))}:ev:s1"
+    session_pttl = int(await store.client.pttl(store._base(store.key("fresh"))))
+    assert int(await store.client.pttl(events)) >= session_pttl > 0
+
+
+@pytest.mark.redis
+async def test_a_batch_is_one_script_call_doing_every_xadd(tmp_path: Path) -> None:
+    # A private server, so nobody else's commands move its command counters.
+    _need_driver()
+    server = RedisServer(tmp_path / "batch")
+    server.start()
+    store = RedisStore.from_url(server.url, prefix="batch:")
+    try:
+        await store.open()
+        await store.create("b", new_record())
+        await store.open_stream("b", stream())
+        await store.append_event("b", "s1", "warm")  # caches the script (EVALSHA from now on)
+
+        async def calls() -> dict[str, int]:
+            info = await store.client.execute_command("INFO", "commandstats")
+            return {
+                name: int(info.get(f"cmdstat_{name}", {}).get("calls", 0))
+                for name in ("evalsha", "eval", "xadd")
+            }
+
+        before = await calls()
+        await store.append_events("b", "s1", [(str(i), None) for i in range(100)])
+        after = await calls()
+        assert after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"] == 1
+        assert after["xadd"] - before["xadd"] == 100
+        before = await calls()
+        await store.append_event("b", "s1", "one")
+        after = await calls()
+        assert after["evalsha"] + after["eval"] - before["evalsha"] - before["eval"] == 1
+        assert after["xadd"] - before["xadd"] == 1
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_delete_stream_leaves_no_key_of_it(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("ds", new_record())
+    for sid in ("keep", "drop"):
+        await store.open_stream("ds", stream(sid))
+        await store.append_event("ds", sid, "x")
+    base = store._base(store.key("ds"))
+    assert await store.delete_stream("ds", "drop")
+    names = await _keys(store)
+    assert f"{base}:st:drop" not in names
+    assert f"{base}:ev:drop" not in names
+    assert {f"{base}:st:keep", f"{base}:ev:keep"} <= set(names)
+    members = await store.client.smembers(f"{base}:streams")
+    assert {m.decode() if isinstance(m, bytes) else m for m in members} == {"keep"}
+    # An expired session's streams are invisible: deleting one reports nothing there.
+    await store.create("old", new_record(ttl=0.2))
+    await store.open_stream("old", stream())
+    await anyio.sleep(0.4)
+    assert await store.delete_stream("old", "s1") is False
+
+
 async def test_a_blocked_reader_wakes_when_the_stream_finishes(make_store: MakeStore) -> None:
     store = await make_store()
     other = await make_store()
@@ -374,6 +457,28 @@ async def test_a_blocked_reader_wakes_when_the_session_is_deleted(make_store: Ma
             tg.start_soon(follow)
             await anyio.sleep(0.3)
             assert await other.delete("gone")
+    assert results == [0]
+
+
+async def test_a_blocked_reader_wakes_when_the_stream_is_deleted(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One block as long as the wait, so only the wake (not a re-read) can end it early.
+    monkeypatch.setattr(redis_store, "BLOCK_SLICE", 60.0)
+    store = await make_store()
+    other = await make_store()
+    await store.create("ds-wake", new_record())
+    await store.open_stream("ds-wake", stream())
+    results: list[int] = []
+
+    async def follow() -> None:
+        results.append(len(await store.wait_events("ds-wake", "s1", after_seq=0, timeout=60)))
+
+    with anyio.fail_after(20):  # the wait itself would last 60 s if the deletion were missed
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follow)
+            await anyio.sleep(0.3)
+            assert await other.delete_stream("ds-wake", "s1")
     assert results == [0]
 
 
@@ -540,6 +645,8 @@ async def test_redis_down_raises_unavailable_and_recovers_in_place(tmp_path: Pat
             "renew_stream": lambda: store.renew_stream("a", "s1", 1.0),
             "finish_stream": lambda: store.finish_stream("a", "s1"),
             "append_event": lambda: store.append_event("a", "s1", "x"),
+            "append_events": lambda: store.append_events("a", "s1", [("x", None)]),
+            "delete_stream": lambda: store.delete_stream("a", "s1"),
             "read_events": lambda: store.read_events("a", "s1"),
             "wait_events": lambda: store.wait_events("a", "s1", 1, timeout=1),
             "purge": store.purge,
