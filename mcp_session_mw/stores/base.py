@@ -21,6 +21,7 @@ import hmac
 import inspect
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -41,6 +42,12 @@ StateChange = (
 DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def is_key(value: str) -> bool:
+    """True when ``value`` has the shape of :meth:`Store.key`'s digests (64 lowercase hex)."""
+    return _KEY_RE.fullmatch(value) is not None
 
 
 def check_state(state: object) -> dict[str, JSONValue]:
@@ -115,6 +122,22 @@ class Store(abc.ABC):
     async def load(self, session_id: str) -> SessionRecord | None:
         """The session, or None when it is unknown or expired."""
         return await self._get(self.key(session_id), self.now())
+
+    async def load_by_key(self, key: str) -> SessionRecord | None:
+        """The session stored under digest ``key`` (from a listed record), or None.
+
+        For operators' tools, which see keys (``list_active``) but never raw ids.
+        Anything but a 64-character lowercase hex digest is never looked up.
+        """
+        if not is_key(key):
+            return None
+        return await self._get(key, self.now())
+
+    async def delete_by_key(self, key: str) -> bool:
+        """Like :meth:`delete`, for the session stored under digest ``key``."""
+        if not is_key(key):
+            return False
+        return await self._delete(key)
 
     async def save(self, session_id: str, record: SessionRecord) -> SessionRecord:
         """Overwrite a live session with ``record`` (last writer wins); returns what was stored.

@@ -473,3 +473,31 @@ async def test_delete_stream_removes_only_that_stream(store: Store) -> None:
     await store.open_stream("ds", stream("drop"))
     [event] = [await store.append_event("ds", "drop", "again")]
     assert event.seq == 1
+
+
+# -- by key (operators' tools) ----------------------------------------------------
+
+
+async def test_load_and_delete_by_key(store: Store) -> None:
+    created = await store.create("by-key", new_record(n=1))
+    other = await store.create("kept", new_record(n=2))
+    assert await store.load_by_key(created.key) == created
+    assert await store.load_by_key(store.key("never-created")) is None
+    assert await store.delete_by_key(created.key) is True
+    assert await store.delete_by_key(created.key) is False
+    assert await store.load("by-key") is None
+    assert await store.load("kept") == other
+
+
+async def test_by_key_refuses_what_is_not_a_digest(store: Store) -> None:
+    created = await store.create("shape", new_record())
+    for bad in ("shape", created.key.upper(), created.key[:-1], created.key + "0", ""):
+        assert await store.load_by_key(bad) is None
+        assert await store.delete_by_key(bad) is False
+    assert await store.load("shape") is not None
+
+
+async def test_load_by_key_hides_expired(store: Store) -> None:
+    created = await store.create("short", new_record(ttl=0.2))
+    await anyio.sleep(0.3)
+    assert await store.load_by_key(created.key) is None
