@@ -22,6 +22,7 @@ from starlette.types import Message, Send
 from .errors import StoreError
 from .jsonrpc import INTERNAL_ERROR, RequestId
 from .records import StoredEvent, StreamState
+from .relay import register, server_request_id
 from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
 from .stores.base import Store
 from .streams import (
@@ -88,7 +89,9 @@ class DurableResponse:
         self._tg = task_group
         self._parser = SSEParser()
         self._client_open = True
-        self._send_lock = anyio.Lock()
+        # fast_acquire: no checkpoint when uncontended, so the start is not delayed
+        # (see start()).
+        self._send_lock = anyio.Lock(fast_acquire=True)
         self._finished = False
         self._failed = False
         self._lease_scope = anyio.CancelScope()
@@ -282,6 +285,9 @@ class DurableResponse:
                     [(event.data, event.event) for event in events],
                     max_events=self.options.max_events_per_stream,
                 )
+                keys = [k for k in (server_request_id(e.data) for e in events) if k]
+                if keys:  # before the client can see the request, so its reply finds us
+                    await register(self.store, self.session_id, keys, self.options.instance_id)
             except StoreError:
                 logger.warning("could not store SSE events; ending the stream", exc_info=True)
                 await self._fail()

@@ -15,6 +15,7 @@ import json
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 from starlette.types import ASGIApp, Scope
@@ -23,6 +24,9 @@ from .asgi import call_and_capture, with_headers
 from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
 from .records import SessionRecord
 from .session import Session
+
+if TYPE_CHECKING:
+    from .relay import AppSessionWorker
 from .setup_replay import setup_requests
 
 logger = logging.getLogger("mcp_session_mw")
@@ -52,6 +56,12 @@ class LocalSession:
 
     session: Session
     app_id: str | None = None
+    worker: AppSessionWorker | None = None
+
+    def stop_worker(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+            self.worker = None
 
 
 class LocalSessions:
@@ -83,6 +93,7 @@ class LocalSessions:
         evicted: list[str] = []
         while len(self._entries) > self.capacity:
             old_id, old = self._entries.popitem(last=False)
+            old.stop_worker()
             self._locks.pop(old_id, None)
             if old.app_id is not None:
                 evicted.append(old.app_id)
@@ -90,7 +101,10 @@ class LocalSessions:
 
     def pop(self, session_id: str) -> LocalSession | None:
         self._locks.pop(session_id, None)
-        return self._entries.pop(session_id, None)
+        entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            entry.stop_worker()
+        return entry
 
     def lock(self, session_id: str) -> anyio.Lock:
         lock = self._locks.get(session_id)
@@ -99,7 +113,7 @@ class LocalSessions:
         return lock
 
 
-def _internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
+def internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
     """An internal request on the client's endpoint, keeping its auth and Host/Origin."""
     new_scope = with_headers(scope, headers, drop=_DROP)
     new_scope["method"] = method
@@ -120,14 +134,14 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
         {"jsonrpc": "2.0", "id": RECREATE_REQUEST_ID, "method": "initialize", "params": params},
         separators=(",", ":"),
     ).encode()
-    init_scope = _internal_scope(scope, "POST", {b"content-type": _JSON, b"accept": _ACCEPT})
+    init_scope = internal_scope(scope, "POST", {b"content-type": _JSON, b"accept": _ACCEPT})
     answer = await call_and_capture(app, init_scope, body)
     if not 200 <= answer.status < 300:
         raise AppSessionError(f"the app answered {answer.status} to a re-created initialize")
     app_id = answer.header(SESSION_HEADER)
     if app_id is None:
         return None
-    notify_scope = _internal_scope(
+    notify_scope = internal_scope(
         scope,
         "POST",
         {
@@ -154,7 +168,7 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
 
 async def close_app_session(app: ASGIApp, scope: Scope, app_id: str, protocol_version: str) -> None:
     """Ask the app to end one of its sessions (DELETE); failures are only logged."""
-    delete_scope = _internal_scope(
+    delete_scope = internal_scope(
         scope,
         "DELETE",
         {
