@@ -15,6 +15,7 @@ from starlette.types import Send
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
 MSG_SESSION_REQUIRED = "Bad Request: Mcp-Session-Id header is required"
@@ -28,6 +29,14 @@ MSG_METHOD_NOT_ALLOWED = "Method Not Allowed"
 MSG_NOT_ACCEPTABLE = "Not Acceptable: the client must accept text/event-stream"
 MSG_BAD_EVENT_ID = "Bad Request: unknown or malformed Last-Event-ID"
 MSG_APP_SESSION_FAILED = "Internal error: the session could not be re-created in the server"
+MSG_HEADER_TOO_LARGE = "Request Header Fields Too Large"
+MSG_UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Content-Type must be application/json"
+MSG_BAD_INITIALIZE = (
+    "Invalid params: initialize needs a request id, and protocolVersion, capabilities and "
+    "clientInfo of the right types"
+)
+MSG_TOO_MANY_SESSIONS = "Service Unavailable: the server holds as many sessions as it allows"
+MSG_PRINCIPAL_SESSION_LIMIT = "Too Many Requests: this principal holds as many sessions as allowed"
 
 RequestId = str | int | None
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -42,22 +43,29 @@ from .durable import DurableResponse
 from .errors import ConfigurationError, StoreError
 from .jsonrpc import (
     INTERNAL_ERROR,
+    INVALID_PARAMS,
     INVALID_REQUEST,
     MSG_APP_SESSION_FAILED,
     MSG_BAD_EVENT_ID,
+    MSG_BAD_INITIALIZE,
     MSG_BODY_TOO_LARGE,
+    MSG_HEADER_TOO_LARGE,
     MSG_INITIALIZE_BATCHED,
     MSG_NOT_ACCEPTABLE,
     MSG_NOT_JSON_RPC,
     MSG_PARSE_ERROR,
+    MSG_PRINCIPAL_SESSION_LIMIT,
     MSG_SESSION_NOT_FOUND,
     MSG_SESSION_REQUIRED,
     MSG_STORE_UNAVAILABLE,
+    MSG_TOO_MANY_SESSIONS,
+    MSG_UNSUPPORTED_MEDIA_TYPE,
     PARSE_ERROR,
     RequestId,
     request_id_of,
     send_error,
 )
+from .limits import PrincipalIndex, SessionCount, is_index
 from .principal import PrincipalFn, default_principal
 from .protocol import (
     DEFAULT_REVISION,
@@ -95,6 +103,9 @@ MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
 DEFAULT_TTL = 3600.0
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
 DEFAULT_MAX_LOCAL_SESSIONS = 10_000
+DEFAULT_INITIALIZE_TTL = 60.0
+DEFAULT_MAX_HEADER_SIZE = 8 * 1024
+DEFAULT_SESSION_COUNT_INTERVAL = 5.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
 
 _SESSION = SESSION_HEADER.encode()
@@ -132,6 +143,11 @@ class SessionMiddleware:
         max_events_per_stream: int | None = 50_000,
         max_streams_per_session: int | None = 100,
         max_stream_seconds: float | None = None,
+        initialize_ttl: float | None = DEFAULT_INITIALIZE_TTL,
+        max_sessions: int | None = None,
+        max_sessions_per_principal: int | None = None,
+        session_count_interval: float = DEFAULT_SESSION_COUNT_INTERVAL,
+        max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
     ) -> None:
         if not ttl > 0:
             raise ConfigurationError("ttl must be a positive number of seconds")
@@ -155,6 +171,16 @@ class SessionMiddleware:
             raise ConfigurationError("max_stream_seconds must be positive (or None)")
         if path is not None and not path.startswith("/"):
             raise ConfigurationError("path must start with '/' (or be None for every path)")
+        if initialize_ttl is not None and not initialize_ttl > 0:
+            raise ConfigurationError("initialize_ttl must be positive (or None)")
+        if max_sessions is not None and max_sessions <= 0:
+            raise ConfigurationError("max_sessions must be positive (or None)")
+        if max_sessions_per_principal is not None and max_sessions_per_principal <= 0:
+            raise ConfigurationError("max_sessions_per_principal must be positive (or None)")
+        if not session_count_interval > 0:
+            raise ConfigurationError("session_count_interval must be a positive number of seconds")
+        if max_header_size is not None and max_header_size <= 0:
+            raise ConfigurationError("max_header_size must be a positive number of bytes (or None)")
         self.app = app
         if isinstance(store, Store):
             if store_options:
@@ -170,7 +196,20 @@ class SessionMiddleware:
         self.mode: Mode = mode
         self.path = None if path is None else (path.rstrip("/") or "/")
         self.max_body_size = max_body_size
+        self.max_header_size = max_header_size
+        # A session that never comes back after initialize (a flood) lives this long.
+        self.initialize_ttl = self.ttl if initialize_ttl is None else min(initialize_ttl, self.ttl)
         self.principal = principal
+        self._count = (
+            None
+            if max_sessions is None
+            else SessionCount(self.store, max_sessions, session_count_interval)
+        )
+        self._index = (
+            None
+            if max_sessions_per_principal is None
+            else PrincipalIndex(self.store, max_sessions_per_principal, self.ttl)
+        )
         self.streams = StreamOptions(
             retry_ms=sse_retry_ms,
             lease_seconds=stream_lease,
@@ -194,6 +233,11 @@ class SessionMiddleware:
         headers = Headers(scope=scope)
         if not is_handshake_lane(headers.get(VERSION_HEADER)):
             await self.app(scope, receive, send)  # Divergence #2: modern lane.
+            return
+        if self.max_header_size is not None and any(
+            len(name) + len(value) > self.max_header_size for name, value in scope["headers"]
+        ):
+            await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
             return
         method = scope["method"]
         if method == "POST":
@@ -252,6 +296,9 @@ class SessionMiddleware:
     # -- POST ----------------------------------------------------------------------
 
     async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+        if any(not _is_json(value) for value in headers.getlist("content-type")):
+            await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
+            return
         try:
             body = await read_body(receive, self.max_body_size)
         except BodyTooLarge:
@@ -284,30 +331,37 @@ class SessionMiddleware:
     async def _initialize(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
     ) -> None:
-        params = message.get("params")
-        params = params if isinstance(params, dict) else {}
+        request_id = request_id_of(message)
+        if not _initialize_well_formed(message, request_id):
+            await send_error(send, 400, INVALID_PARAMS, MSG_BAD_INITIALIZE, request_id)
+            return
+        params = message.get("params") or {}
         requested = params.get("protocolVersion")
-        requested = requested if isinstance(requested, str) and len(requested) <= 64 else None
         client_info = params.get("clientInfo")
         capabilities = params.get("capabilities")
         try:
             await self.open_store()
         except StoreError:
-            await self._unavailable(send, request_id_of(message))
+            await self._unavailable(send, request_id)
             return
         now = self.store.now()
         session_id = mint_session_id()
+        principal = self.principal(scope) if self.principal else None
+        # Until the client's next request the session only gets initialize_ttl.
+        expires_at = now + self.initialize_ttl
+        if not await self._admit(send, session_id, principal, expires_at, request_id):
+            return
         provisional = SessionRecord(
             key="",
             protocol_version=requested or DEFAULT_REVISION,
             requested_protocol_version=requested,
-            client_info=client_info if isinstance(client_info, dict) else {},
-            capabilities=capabilities if isinstance(capabilities, dict) else {},
-            principal=self.principal(scope) if self.principal else None,
+            client_info=client_info or {},
+            capabilities=capabilities or {},
+            principal=principal,
             created_at=now,
             last_accessed=now,
-            expires_at=now + self.ttl,
-            ttl=self.ttl,
+            expires_at=expires_at,
+            ttl=self.initialize_ttl,
         )
         session = Session(session_id, self.store, provisional)
         # Divergence #3: a session id sent with initialize is dropped, never adopted.
@@ -318,7 +372,11 @@ class SessionMiddleware:
         finally:
             _current.reset(token)
         app_id = answer.header(SESSION_HEADER)
-        if not 200 <= answer.status < 300:
+        if not 200 <= answer.status < 300 or not _initialize_succeeded(answer):
+            # The app refused (an error status, or a JSON-RPC error under 200): no session.
+            await self._release(session_id, principal)
+            if app_id is not None and 200 <= answer.status < 300:
+                await close_app_session(self.app, scope, app_id, provisional.protocol_version)
             await _send_captured(send, answer, None)
             return
         self._learn_mode(app_id)
@@ -329,9 +387,10 @@ class SessionMiddleware:
             )
         except StoreError:
             logger.warning("could not store a new session", exc_info=True)
+            await self._release(session_id, principal)
             if app_id is not None:
                 await close_app_session(self.app, scope, app_id, negotiated)
-            await self._unavailable(send, request_id_of(message))
+            await self._unavailable(send, request_id)
             return
         session._set_record(record)
         local_app_id = app_id if self.mode == "rehydrate" else None
@@ -404,6 +463,7 @@ class SessionMiddleware:
         if not existed:  # deleted by someone else between load and delete
             await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND)
             return
+        await self._release(session_id, record.principal)
         await send_empty(send, 200)
 
     # -- shared steps --------------------------------------------------------------------
@@ -433,16 +493,74 @@ class SessionMiddleware:
             logger.warning("session store unavailable", exc_info=True)
             await self._unavailable(send, request_id)
             return None
-        if record is None or not self._owned_by_caller(scope, record):
+        if record is None or is_index(record) or not self._owned_by_caller(scope, record):
             await self._not_found(send, request_id)
             return None
-        if touch and self.store.now() - record.last_accessed >= self.touch_interval:
+        now = self.store.now()
+        # The client came back after initialize: the session gets its full ttl.
+        promote = record.ttl < self.ttl
+        if touch and (promote or now - record.last_accessed >= self.touch_interval):
+            ttl = self.ttl if promote else record.ttl
             try:
-                await self.store.touch(session_id)
+                await self.store.touch(session_id, ttl if promote else None)
             except StoreError:
                 await self._unavailable(send, request_id)
                 return None
+            if self._index is not None and record.principal is not None:
+                try:
+                    await self._index.extend(record.principal, session_id, now + ttl)
+                except StoreError:
+                    logger.warning("could not renew a per-principal session slot", exc_info=True)
         return session_id, record
+
+    async def _admit(
+        self,
+        send: Send,
+        session_id: str,
+        principal: str | None,
+        expires_at: float,
+        request_id: RequestId,
+    ) -> bool:
+        """Take room for a new session under the limits, or answer the request and return False."""
+        if self._count is not None:
+            try:
+                admitted = await self._count.admit()
+            except StoreError:
+                await self._unavailable(send, request_id)
+                return False
+            if not admitted:
+                retry = [(b"retry-after", str(math.ceil(self._count.interval)).encode())]
+                await send_error(
+                    send, 503, INTERNAL_ERROR, MSG_TOO_MANY_SESSIONS, request_id, retry
+                )
+                return False
+        if self._index is not None and principal is not None:
+            try:
+                wait = await self._index.admit(principal, session_id, expires_at)
+            except StoreError:
+                wait = -1.0
+            if wait is not None:
+                if self._count is not None:
+                    self._count.forget()
+                if wait < 0:
+                    await self._unavailable(send, request_id)
+                else:
+                    retry = [(b"retry-after", str(math.ceil(wait)).encode())]
+                    await send_error(
+                        send, 429, INVALID_REQUEST, MSG_PRINCIPAL_SESSION_LIMIT, request_id, retry
+                    )
+                return False
+        return True
+
+    async def _release(self, session_id: str, principal: str | None) -> None:
+        """Give back what :meth:`_admit` took (the session was never created, or is gone)."""
+        if self._count is not None:
+            self._count.forget()
+        if self._index is not None and principal is not None:
+            try:
+                await self._index.release(principal, session_id)
+            except StoreError:  # the slot frees itself at its recorded expiry
+                logger.warning("could not free a per-principal session slot", exc_info=True)
 
     def _owned_by_caller(self, scope: Scope, record: SessionRecord) -> bool:
         if self.principal is None:
@@ -646,6 +764,35 @@ class SessionMiddleware:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def _initialize_well_formed(message: dict[str, Any], request_id: RequestId) -> bool:
+    """A JSON-RPC request with an id whose params, where given, have the types MCP says.
+
+    Missing params are left to the app to refuse (some apps accept a bare
+    initialize); present ones of the wrong type never reach the app or the store.
+    """
+    if message.get("jsonrpc") != "2.0" or request_id is None:
+        return False
+    params = message.get("params", {})
+    if not isinstance(params, dict):
+        return False
+    version = params.get("protocolVersion")
+    if version is not None and not (isinstance(version, str) and 0 < len(version) <= 64):
+        return False
+    return all(isinstance(params.get(name, {}), dict) for name in ("capabilities", "clientInfo"))
+
+
+def _initialize_succeeded(answer: CapturedResponse) -> bool:
+    """True if the app's answer carries an initialize result (not a JSON-RPC error)."""
+    return any(
+        isinstance(message, dict) and isinstance(message.get("result"), dict)
+        for message in _json_messages(answer)
+    )
 
 
 def _is_sse(message: Message) -> bool:
