@@ -82,7 +82,11 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-"""The schema this release reads and writes; stored in ``<prefix>schema_version``."""
+"""The schema this release reads and writes; stored in ``<prefix>schema_version``.
+
+The one source of truth for the version number: ``mcp-session-mw db upgrade``
+migrates to the Alembic revision named after it (``mcp_session_mw/migrations``).
+"""
 
 DEFAULT_TABLE_PREFIX = "mcp_session_"
 DEFAULT_POOL_SIZE = 5
@@ -524,6 +528,9 @@ class SQLStore(Store):
 
         async def drop(conn: AsyncConnection) -> None:
             await conn.run_sync(self._t.metadata.drop_all, checkfirst=True)
+            # `mcp-session-mw db upgrade` keeps Alembic's bookkeeping next to the tables.
+            alembic_version = sa.Table(f"{self.table_prefix}alembic_version", sa.MetaData())
+            await conn.run_sync(alembic_version.drop, checkfirst=True)
 
         await self._transact(self._engine, drop, write=True)
         self._opened = False
