@@ -36,6 +36,10 @@ class StoreUnavailableError(StoreError):
     """The store's server could not be reached; the middleware answers 503."""
 
 
+class CorruptRecordError(StoreError):
+    """Stored data failed its integrity check: tampered, or sealed with a key no longer held."""
+
+
 class SessionNotFoundError(StoreError, KeyError):
     """The session does not exist, or has expired."""
 

@@ -11,7 +11,8 @@ Divergences from the MCP SDK's event store, on purpose:
    client with a JSON-RPC error response for its request id, so nobody waits
    forever on a request whose process died.
 4. A resume position older than what is retained is answered with a JSON-RPC
-   error (``MSG_EVENTS_LOST``), never skipped silently.
+   error (``MSG_EVENTS_LOST``), never skipped silently; so are stored events that
+   fail to decrypt (``MSG_EVENTS_UNREADABLE``, see :mod:`mcp_session_mw.encryption`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Send
 
-from .errors import StoreError
+from .errors import CorruptRecordError, StoreError
 from .jsonrpc import RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
 from .records import StoredEvent, StreamState
@@ -48,6 +49,7 @@ MSG_STREAM_ORPHANED = "Stream ended: the server process producing it stopped"
 MSG_STREAM_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
 MSG_NO_RESPONSE = "Internal error: the server ended the stream without a response"
 MSG_EVENTS_LOST = "Events lost: the resume position is older than the events still kept"
+MSG_EVENTS_UNREADABLE = "Events lost: the stored events of this stream cannot be decrypted"
 STREAM_ORPHANED = -32001
 EVENTS_LOST = -32002
 
@@ -164,6 +166,8 @@ async def follow_stream(
                     ),
                 )
             await _replay_and_follow(store, session_id, stream_id, after_seq, send, options)
+        except CorruptRecordError:
+            await _end_unreadable(store, session_id, stream_id, send)
         except OSError:
             pass
         tg.cancel_scope.cancel()
@@ -214,6 +218,23 @@ async def _replay_and_follow(
             return
         events = await store.wait_events(
             session_id, stream_id, last, options.follow_interval, READ_BATCH
+        )
+
+
+async def _end_unreadable(store: Store, session_id: str, stream_id: str, send: Send) -> None:
+    """End a stream whose stored events do not decrypt with an error for its request.
+
+    The events are not skipped: the client learns its request's answer is lost.
+    """
+    logger.warning("ended a stream whose stored events cannot be decrypted")
+    try:
+        state = await store.load_stream(session_id, stream_id)
+    except StoreError:
+        state = None
+    request_id = None if state is None else state.request_id
+    with contextlib.suppress(OSError):
+        await _send_body(
+            send, encode_event(error_event(request_id, EVENTS_LOST, MSG_EVENTS_UNREADABLE))
         )
 
 

@@ -106,6 +106,27 @@ async def _destroy_caching(store: Store) -> None:
             del _caches[name]
 
 
+# Fixed test keys: the second one only opens, as after a rotation.
+ENCRYPTION_KEYS = [
+    "6Y0WlR0e1wq0m1t6o7fCwGqvJ9yOq2Ck1d1m0Kp6VfE=",
+    "qQy6b1y1Zr6dR7uJq3mJw7oK2bqQ9vTt8b5W2m6bB0s=",
+]
+
+
+async def _build_encrypted(namespace: str, tmp_path: Path) -> Store:
+    # Every build is another connection over one SQLite file, as for plain SQLite.
+    from mcp_session_mw.encryption import EncryptedStore
+
+    backend = await _sql(lambda tmp: f"sqlite+aiosqlite:///{tmp / 'sessions.db'}")(
+        namespace, tmp_path
+    )
+    return EncryptedStore(backend, ENCRYPTION_KEYS)
+
+
+async def _destroy_encrypted(store: Store) -> None:
+    await _destroy_sql(store.backend)  # type: ignore[attr-defined]
+
+
 BACKENDS: list[Backend] = [
     Backend("memory", _build_memory, _destroy_memory, shared_instance=True),
     Backend(
@@ -132,4 +153,5 @@ BACKENDS: list[Backend] = [
     # Starts a private three-node Cluster on first use; skipped without redis-server.
     Backend("redis_cluster", _build_redis_cluster, _destroy_redis, module="redis"),
     Backend("caching", _build_caching, _destroy_caching, service="redis", module="redis"),
+    Backend("encrypted", _build_encrypted, _destroy_encrypted, module="cryptography"),
 ]
