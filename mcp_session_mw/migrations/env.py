@@ -40,7 +40,9 @@ def run() -> None:
     with context.begin_transaction():
         current = migration.get_current_revision()
         recorded = _recorded_version(connection, prefix)
-        before = version_of(current) if current is not None else recorded
+        # The larger of the two: a newer release may have moved either one on.
+        known = [v for v in (None if current is None else version_of(current), recorded) if v]
+        before = max(known) if known else None
         if before is not None and before > target:
             raise ConfigurationError(
                 SCHEMA_AHEAD.format(prefix=prefix, found=before, target=target)
