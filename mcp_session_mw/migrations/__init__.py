@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,20 @@ class UpgradeResult:
         return self.before != self.after
 
 
+class _QuietPrimaryKeyName(logging.Filter):
+    """Drops MySQL's note that it ignores the name of Alembic's version-table primary key.
+
+    asyncmy logs every server note as a warning; this one is harmless and would
+    otherwise reach an operator's terminal on every first upgrade.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "ignored for PRIMARY key" not in record.getMessage()
+
+
+_QUIET = _QuietPrimaryKeyName()
+
+
 def _alembic() -> Any:
     try:
         return importlib.import_module("alembic")
@@ -113,6 +128,8 @@ async def upgrade_schema(
     config.attributes["target"] = revision_id(wanted)
     dialect = store.engine.dialect.name
     mysql = dialect in ("mysql", "mariadb")
+    driver_logger = logging.getLogger(store.engine.dialect.driver)
+    driver_logger.addFilter(_QUIET)
     try:
         async with store.engine.connect() as conn:
             if dialect == "sqlite":
@@ -136,6 +153,8 @@ async def upgrade_schema(
         raise ConfigurationError(MIGRATION_FAILED.format(error=exc)) from exc
     except (OSError, asyncio.TimeoutError, sa_exc.SQLAlchemyError) as exc:
         raise store._translate(exc) from exc
+    finally:
+        driver_logger.removeFilter(_QUIET)
     return UpgradeResult(store.table_prefix, before, after)
 
 
