@@ -22,6 +22,7 @@ from .errors import ConfigurationError, MissingExtraError, StoreError
 from .jsonrpc import MSG_SESSION_NOT_FOUND, MSG_STORE_UNAVAILABLE
 from .middleware import SessionMiddleware
 from .mount import STATE_KEY
+from .principal import resolve_principal
 from .protocol import SESSION_HEADER
 from .records import JSONValue
 from .session import Session, current_session_or_none
@@ -80,7 +81,8 @@ async def get_session_or_none(conn: HTTPConnection) -> Session | None:
     if session is None:
         return None
     principal = middleware.principal
-    if principal is not None and principal(conn.scope) != session.record.principal:
+    caller = await resolve_principal(principal, conn.scope)
+    if principal is not None and caller != session.record.principal:
         return None  # Another principal's session: indistinguishable from unknown.
     return session
 

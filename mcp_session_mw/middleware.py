@@ -20,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import anyio
@@ -66,7 +66,7 @@ from .jsonrpc import (
     send_error,
 )
 from .limits import PrincipalIndex, SessionCount, is_index
-from .principal import PrincipalFn, default_principal
+from .principal import PrincipalFn, default_principal, resolve_principal
 from .protocol import (
     DEFAULT_REVISION,
     LAST_EVENT_ID_HEADER,
@@ -148,6 +148,7 @@ class SessionMiddleware:
         max_sessions_per_principal: int | None = None,
         session_count_interval: float = DEFAULT_SESSION_COUNT_INTERVAL,
         max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
+        encryption_keys: Sequence[str | bytes] | None = None,
     ) -> None:
         if not ttl > 0:
             raise ConfigurationError("ttl must be a positive number of seconds")
@@ -189,6 +190,10 @@ class SessionMiddleware:
         else:
             url = store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
             self.store = create_store(url, **dict(store_options or {}))
+        if encryption_keys is not None:
+            from .encryption import EncryptedStore  # cryptography is an optional extra
+
+            self.store = EncryptedStore(self.store, encryption_keys)
         self.ttl = float(ttl)
         self.touch_interval = (
             min(self.ttl / 4, 60.0) if touch_interval is None else float(touch_interval)
@@ -346,7 +351,7 @@ class SessionMiddleware:
             return
         now = self.store.now()
         session_id = mint_session_id()
-        principal = self.principal(scope) if self.principal else None
+        principal = await resolve_principal(self.principal, scope)
         # Until the client's next request the session only gets initialize_ttl.
         expires_at = now + self.initialize_ttl
         if not await self._admit(send, session_id, principal, expires_at, request_id):
@@ -493,9 +498,17 @@ class SessionMiddleware:
             logger.warning("session store unavailable", exc_info=True)
             await self._unavailable(send, request_id)
             return None
-        if record is None or is_index(record) or not self._owned_by_caller(scope, record):
+        if record is None or is_index(record):
             await self._not_found(send, request_id)
             return None
+        if self.principal is not None:
+            caller = await resolve_principal(self.principal, scope)
+            if caller is None and record.principal is not None:
+                await self._let_app_authenticate(scope, send)
+                return None
+            if caller != record.principal:
+                await self._not_found(send, request_id)  # Divergence #4.
+                return None
         now = self.store.now()
         # The client came back after initialize: the session gets its full ttl.
         promote = record.ttl < self.ttl
@@ -562,10 +575,17 @@ class SessionMiddleware:
             except StoreError:  # the slot frees itself at its recorded expiry
                 logger.warning("could not free a per-principal session slot", exc_info=True)
 
-    def _owned_by_caller(self, scope: Scope, record: SessionRecord) -> bool:
-        if self.principal is None:
-            return True
-        return self.principal(scope) == record.principal
+    async def _let_app_authenticate(self, scope: Scope, send: Send) -> None:
+        """Answer a request without credentials for a session someone owns: the app does.
+
+        The app's authentication layer answers (the MCP SDK: 401 with its
+        ``WWW-Authenticate`` challenge), so an OAuth client refreshes its token
+        and retries with the same session instead of dropping it on a 404. The
+        app gets the request without its session id and with an empty body, so
+        an app without authentication can run nothing (it answers 400).
+        """
+        app_scope = with_headers(scope, {}, drop=frozenset({_SESSION, b"content-length"}))
+        await self.app(app_scope, replay_body(b"", _disconnected), send)
 
     async def _forward(
         self,
@@ -793,6 +813,10 @@ def _initialize_succeeded(answer: CapturedResponse) -> bool:
         isinstance(message, dict) and isinstance(message.get("result"), dict)
         for message in _json_messages(answer)
     )
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def _is_sse(message: Message) -> bool:
