@@ -21,7 +21,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from starlette.datastructures import Headers, MutableHeaders
@@ -94,6 +94,9 @@ from .streams import (
     parse_event_id,
     wants_priming,
 )
+
+if TYPE_CHECKING:
+    from .settings import SessionSettings
 
 logger = logging.getLogger("mcp_session_mw")
 
@@ -225,6 +228,20 @@ class SessionMiddleware:
         self._locals = LocalSessions(max_local_sessions)
         self._store_open = False
         self._open_lock = anyio.Lock()
+
+    @classmethod
+    def from_settings(
+        cls, app: ASGIApp, settings: SessionSettings | None = None, **overrides: Any
+    ) -> SessionMiddleware:
+        """Build the middleware from ``MCP_SESSION_*`` environment variables.
+
+        ``settings`` defaults to a :class:`~mcp_session_mw.settings.SessionSettings`
+        read now; ``overrides`` (any keyword option) win over it. Needs the
+        ``settings`` extra (pydantic-settings); see docs/configuration.md.
+        """
+        from .settings import middleware_from_settings
+
+        return middleware_from_settings(app, settings, **overrides)
 
     # -- entry -----------------------------------------------------------------
 
