@@ -5,6 +5,7 @@ from __future__ import annotations
 from .errors import (
     ConfigurationError,
     ConflictError,
+    CorruptRecordError,
     InvalidStateError,
     MissingExtraError,
     NoSessionError,
@@ -26,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConfigurationError",
     "ConflictError",
+    "CorruptRecordError",
     "InvalidStateError",
     "MemoryStore",
     "MissingExtraError",
