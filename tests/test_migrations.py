@@ -27,6 +27,7 @@ from mcp_session_mw.cli import EXIT_OK, EXIT_USAGE
 from mcp_session_mw.migrations import (
     MIGRATIONS_DIR,
     SCHEMA_AHEAD,
+    UpgradeResult,
     revision_id,
     upgrade_schema,
     version_of,
@@ -98,6 +99,14 @@ async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncItera
             await store.drop_schema()
         finally:
             await store.close()
+
+
+async def upgrade(db: Database, script_location: Path | None = None) -> UpgradeResult:
+    store = db.store()
+    try:
+        return await upgrade_schema(store, script_location=script_location)
+    finally:
+        await store.close()
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -234,7 +243,7 @@ async def test_tables_the_store_created_are_adopted(database: Database) -> None:
     async with store:  # SQLStore.open creates the tables on its own, without Alembic
         await store.create("before-upgrade", new_record())
     assert await versions(database) == (None, SCHEMA_VERSION)
-    result = await upgrade_schema(database.store())
+    result = await upgrade(database)
     assert (result.before, result.after, result.changed) == (SCHEMA_VERSION, SCHEMA_VERSION, False)
     assert await versions(database) == (revision_id(SCHEMA_VERSION), SCHEMA_VERSION)
     async with database.store() as reopened:
@@ -245,7 +254,7 @@ async def test_behind_schema_is_refused_until_upgraded(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Version 1 in the database, then a release that needs version 2.
-    await upgrade_schema(database.store())
+    await upgrade(database)
     async with database.store() as store:
         await store.create("survivor", new_record())
     scripts = tmp_path / "migrations"
@@ -260,7 +269,7 @@ async def test_behind_schema_is_refused_until_upgraded(
     assert str(refused.value) == SCHEMA_TOO_OLD.format(prefix=database.prefix, found=1, supported=2)
     assert "mcp-session-mw db upgrade" in str(refused.value)
 
-    result = await upgrade_schema(database.store(), script_location=scripts)
+    result = await upgrade(database, script_location=scripts)
     assert (result.before, result.after) == (1, 2)
     assert await versions(database) == ("0002", 2)
     upgraded = database.store()
@@ -276,7 +285,7 @@ async def test_behind_schema_is_refused_until_upgraded(
 
 
 async def test_newer_schema_is_left_alone(database: Database) -> None:
-    await upgrade_schema(database.store())
+    await upgrade(database)
     await set_recorded_version(database, SCHEMA_VERSION + 1)
     done = await anyio.to_thread.run_sync(
         run_cli, "db", "upgrade", "--store", database.url, "--table-prefix", database.prefix
