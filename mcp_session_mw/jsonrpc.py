@@ -27,6 +27,10 @@ MSG_INITIALIZE_BATCHED = "Invalid Request: initialize must not be part of a batc
 MSG_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
 MSG_METHOD_NOT_ALLOWED = "Method Not Allowed"
 MSG_NOT_ACCEPTABLE = "Not Acceptable: the client must accept text/event-stream"
+MSG_NO_PENDING_REQUEST = "Invalid Request: no server request with this id is pending"
+MSG_REPLY_NOT_TAKEN = (
+    "Service Unavailable: the server process holding this request did not take the reply"
+)
 MSG_BAD_EVENT_ID = "Bad Request: unknown or malformed Last-Event-ID"
 MSG_APP_SESSION_FAILED = "Internal error: the session could not be re-created in the server"
 MSG_HEADER_TOO_LARGE = "Request Header Fields Too Large"

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
+from anyio.abc import TaskGroup, TaskStatus
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -51,10 +52,12 @@ from .jsonrpc import (
     MSG_BODY_TOO_LARGE,
     MSG_HEADER_TOO_LARGE,
     MSG_INITIALIZE_BATCHED,
+    MSG_NO_PENDING_REQUEST,
     MSG_NOT_ACCEPTABLE,
     MSG_NOT_JSON_RPC,
     MSG_PARSE_ERROR,
     MSG_PRINCIPAL_SESSION_LIMIT,
+    MSG_REPLY_NOT_TAKEN,
     MSG_SESSION_NOT_FOUND,
     MSG_SESSION_REQUIRED,
     MSG_STORE_UNAVAILABLE,
@@ -84,6 +87,7 @@ from .rehydrate import (
     close_app_session,
     recreate_app_session,
 )
+from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle
 from .session import Session, _current
 from .setup_replay import is_setup_request, record_setup
 from .stores import DEFAULT_STORE_URL, Store, create_store
@@ -110,6 +114,7 @@ DEFAULT_INITIALIZE_TTL = 60.0
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
+REPLY_HANDOVER_TIMEOUT = 10.0
 
 _SESSION = SESSION_HEADER.encode()
 _VERSION = VERSION_HEADER.encode()
@@ -228,6 +233,7 @@ class SessionMiddleware:
         self._locals = LocalSessions(max_local_sessions)
         self._store_open = False
         self._open_lock = anyio.Lock()
+        self._background: TaskGroup | None = None
 
     @classmethod
     def from_settings(
@@ -298,6 +304,8 @@ class SessionMiddleware:
                 await self.store.close()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stop = anyio.Event()
+
         async def lifespan_receive() -> Message:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -306,6 +314,8 @@ class SessionMiddleware:
                 except StoreError:
                     # Requests answer 503 until the store is back; no crash at boot.
                     logger.warning("session store unavailable at startup", exc_info=True)
+            elif message["type"] == "lifespan.shutdown":
+                stop.set()  # end the background work before the app shuts down
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -313,7 +323,20 @@ class SessionMiddleware:
                 await self.close_store()
             await send(message)
 
-        await self.app(scope, lifespan_receive, lifespan_send)
+        async def background(*, task_status: TaskStatus[None]) -> None:
+            async with anyio.create_task_group() as tg:
+                self._background = tg
+                task_status.started()
+                await stop.wait()
+                self._background = None
+                tg.cancel_scope.cancel()
+
+        async with anyio.create_task_group() as outer:
+            await outer.start(background)
+            try:
+                await self.app(scope, lifespan_receive, lifespan_send)
+            finally:
+                stop.set()
 
     # -- POST ----------------------------------------------------------------------
 
@@ -348,6 +371,10 @@ class SessionMiddleware:
         if found is None:
             return
         session_id, record = found
+        reply_key = client_reply_key(message)
+        if reply_key is not None:
+            await self._reply(scope, receive, send, session_id, record, body, message, reply_key)
+            return
         await self._forward(scope, receive, send, session_id, record, body, request_id, message)
 
     async def _initialize(
@@ -415,8 +442,9 @@ class SessionMiddleware:
             await self._unavailable(send, request_id)
             return
         session._set_record(record)
-        local_app_id = app_id if self.mode == "rehydrate" else None
-        await self._remember(scope, session_id, LocalSession(session, local_app_id))
+        local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
+        await self._remember(scope, session_id, local)
+        self._start_worker(scope, session_id, local, negotiated)
         await _send_captured(send, answer, session_id)
 
     # -- GET -------------------------------------------------------------------------
@@ -646,6 +674,7 @@ class SessionMiddleware:
                 # The app answered 404: it no longer holds that session (idle
                 # timeout, restart). It never ran the request, so re-create once.
                 local.app_id = None
+                local.stop_worker()
         finally:
             _current.reset(token)
 
@@ -713,6 +742,51 @@ class SessionMiddleware:
                 tg.cancel_scope.cancel()
         return None if held else status
 
+    async def _reply(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        session_id: str,
+        record: SessionRecord,
+        body: bytes,
+        message: dict[str, Any],
+        key: str,
+    ) -> None:
+        """Route a client's reply to the process holding the server request it answers."""
+        owner = owner_of(record.meta, key)
+        request_id = request_id_of(message)
+        if owner is None:
+            await send_error(send, 400, INVALID_REQUEST, MSG_NO_PENDING_REQUEST, request_id)
+            return
+        if owner == self.streams.instance_id:
+            local = self._locals.get(session_id)
+            if local is None or local.app_id is None:
+                # The app session that asked is gone from this process.
+                await self._settle(session_id, key)
+                await send_error(send, 400, INVALID_REQUEST, MSG_NO_PENDING_REQUEST, request_id)
+                return
+            await self._forward(scope, receive, send, session_id, record, body, None, message)
+            await self._settle(session_id, key)
+            return
+        try:
+            delivered = await hand_over(
+                self.store, session_id, owner, body, key, REPLY_HANDOVER_TIMEOUT
+            )
+        except StoreError:
+            await self._unavailable(send, request_id)
+            return
+        if not delivered:
+            await send_error(send, 503, INTERNAL_ERROR, MSG_REPLY_NOT_TAKEN, request_id)
+            return
+        await send_empty(send, 202)
+
+    async def _settle(self, session_id: str, key: str) -> None:
+        try:
+            await settle(self.store, session_id, key)
+        except StoreError:
+            logger.warning("could not settle a server request", exc_info=True)
+
     async def _record_setup(self, session_id: str, message: dict[str, Any]) -> None:
         try:
             await self.store.update_meta(session_id, lambda meta: record_setup(meta, message))
@@ -767,9 +841,28 @@ class SessionMiddleware:
                 app_id = await recreate_app_session(self.app, scope, record)
                 self._learn_mode(app_id)
                 local.app_id = app_id
+                self._start_worker(scope, session_id, local, record.protocol_version)
                 if app_id is not None:
                     logger.info("re-created session %s in the app", self.store.key(session_id)[:12])
         return local.app_id
+
+    def _start_worker(
+        self, scope: Scope, session_id: str, local: LocalSession, protocol_version: str
+    ) -> None:
+        """Pump the app session's GET stream and reply inbox, if the server runs our lifespan."""
+        local.stop_worker()
+        if local.app_id is None or self._background is None:
+            return
+        local.worker = AppSessionWorker(
+            app=self.app,
+            store=self.store,
+            scope=scope,
+            session_id=session_id,
+            app_id=local.app_id,
+            protocol_version=protocol_version,
+            instance_id=self.streams.instance_id,
+        )
+        self._background.start_soon(local.worker.run)
 
     def _learn_mode(self, app_id: str | None) -> None:
         if self.mode == "auto":
