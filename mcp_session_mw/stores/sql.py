@@ -203,12 +203,61 @@ class _AppendSQL:
     """The append path of one store, built once: asyncpg or aiosqlite text, else Core."""
 
     postgres: str | None
+    postgres_trim: str | None
     sqlite: _SQLiteAppend | None
     lock: sa.Select[Any]
     live: sa.Select[Any]
     insert: sa.Insert
     bump: sa.Update
     trim: sa.Delete
+
+
+def _sqlite_append(
+    conn: sqlite3.Connection,
+    sql: _SQLiteAppend,
+    key: str,
+    stream_id: str,
+    items: Sequence[tuple[str, str | None]],
+    max_events: int | None,
+    now: float,
+) -> int:
+    """Append a batch on aiosqlite's thread: BEGIN IMMEDIATE, UPDATE, INSERTs, trim, COMMIT.
+
+    Returns the new last seq. The UPDATE checks the session is live, hands out
+    the seqs and moves first_seq, all under the write lock BEGIN IMMEDIATE took.
+    """
+    count = len(items)
+    bump = {"n": count, "max": max_events, "key": key, "stream_id": stream_id, "now": now}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if sql.returning:
+            rows = conn.execute(sql.bump, bump).fetchall()
+        elif conn.execute(sql.bump, bump).rowcount == 1:  # SQLite before 3.35: read it back
+            rows = conn.execute(sql.state, bump).fetchall()
+        else:
+            rows = []
+        if not rows:
+            live = conn.execute(sql.live, bump).fetchall()
+            raise StreamNotFoundError("stream not found") if live else _session_not_found()
+        first_seq, last_seq = int(rows[0][0]), int(rows[0][1])
+        start = last_seq - count + 1
+        # Items the trim would remove at once are never written.
+        conn.executemany(
+            sql.insert,
+            [
+                (key, stream_id, start + offset, event, data)
+                for offset, (data, event) in enumerate(items)
+                if start + offset >= first_seq
+            ],
+        )
+        if max_events is not None and 1 < first_seq == last_seq - max_events + 1:
+            # The stream is full, so the UPDATE may have moved first_seq.
+            conn.execute(sql.trim, (key, stream_id, first_seq))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return last_seq
 
 
 def _session_not_found() -> SessionNotFoundError:
@@ -344,6 +393,14 @@ def _drop_closed_asyncpg(_dbapi_connection: Any, record: Any, _proxy: Any) -> No
     driver = record.driver_connection
     if driver is not None and driver.is_closed():
         raise sa_exc.DisconnectionError("the PostgreSQL connection was closed while pooled")
+
+
+def _aiosqlite_has_queue() -> bool:
+    """Whether this aiosqlite has the internals the one-hop append uses (0.22 does)."""
+    connection = getattr(importlib.import_module("aiosqlite"), "Connection", None)
+    return callable(getattr(connection, "_execute", None)) and isinstance(
+        getattr(connection, "_conn", None), property
+    )
 
 
 def _driver_errors(engine: AsyncEngine) -> tuple[type[BaseException], ...]:
@@ -496,7 +553,7 @@ class SQLStore(Store):
         )
         key_column = quote.quote("key")
         driver = engine.dialect.driver
-        postgres = sqlite = None
+        postgres = postgres_trim = sqlite = None
         if self._postgres and driver == "asyncpg":
             # $1 key, $2 stream id, $3 now, $4 batch size, $5 max_events (NULL: no
             # limit), $6 data[], $7 event[], $8 channel, $9 payload. Data-modifying
@@ -519,17 +576,25 @@ WITH bumped AS (
     FROM bumped AS b, unnest($6::text[], $7::text[]) WITH ORDINALITY AS i (data, event, ord)
     WHERE b.last_seq - $4::bigint + i.ord >= b.first_seq
 ), trimmed AS (
-    DELETE FROM {events} AS e USING bumped AS b
-    WHERE e.session_key = $1 AND e.stream_id = $2 AND e.seq < b.first_seq
+    DELETE FROM {events} AS e
+    WHERE e.session_key = $1 AND e.stream_id = $2
+      AND e.seq < (SELECT first_seq FROM bumped)
 )
 SELECT b.last_seq,
+       b.first_seq,
        b.last_seq IS NOT NULL OR EXISTS (
            SELECT FROM {sessions} AS se WHERE se.{key_column} = $1 AND se.expires_at > $3
+       ),
+       b.last_seq - $4::bigint <> (
+           SELECT last_seq FROM {streams} WHERE session_key = $1 AND stream_id = $2
        ),
        CASE WHEN b.last_seq IS NOT NULL THEN pg_notify($8, $9) END
 FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
 """
-        elif self._sqlite and driver == "aiosqlite":
+            postgres_trim = (
+                f"DELETE FROM {events} WHERE session_key = $1 AND stream_id = $2 AND seq < $3"
+            )
+        elif self._sqlite and driver == "aiosqlite" and _aiosqlite_has_queue():
             returning = sqlite3.sqlite_version_info >= (3, 35)
             live = f"SELECT 1 FROM {sessions} WHERE {key_column} = :key AND expires_at > :now"
             where = "session_key = :key AND stream_id = :stream_id"
@@ -556,6 +621,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
         )
         return _AppendSQL(
             postgres=postgres,
+            postgres_trim=postgres_trim,
             sqlite=sqlite,
             # The session is read by a subquery, which FOR UPDATE does not lock.
             lock=sa.select(
@@ -1260,7 +1326,10 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
 
         A single statement is atomic on its own. The UPDATE of the stream row
         takes its lock and hands out the seqs, so concurrent batches queue on it
-        and never share a seq; the session row is only read.
+        and never share a seq; the session row is only read. All parts of the
+        statement read one snapshot, taken before the lock was granted; when a
+        concurrent batch committed in between (the last column says so), a
+        second statement finishes the trim.
         """
         sql = self._append_sql.postgres
         assert sql is not None
@@ -1279,9 +1348,19 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
         async def append(pg: Any) -> Any:
             return await pg.fetchrow(sql, *args)
 
-        last_seq, live, _ = await self._on_driver(append)
+        last_seq, first_seq, live, raced, _ = await self._on_driver(append)
         if last_seq is None:
             raise StreamNotFoundError("stream not found") if live else _session_not_found()
+        if raced and max_events is not None and first_seq > 1:
+            # Another batch committed between this statement's snapshot and its
+            # lock on the stream row, so the trim could not see that batch's rows.
+            # Trimming is idempotent: finish it with a fresh snapshot.
+            trim = self._append_sql.postgres_trim
+
+            async def finish_trim(pg: Any) -> Any:
+                return await pg.execute(trim, key, stream_id, first_seq)
+
+            await self._on_driver(finish_trim)
         return int(last_seq)
 
     async def _append_aiosqlite(
@@ -1292,53 +1371,22 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
         max_events: int | None,
         now: float,
     ) -> int:
-        """BEGIN IMMEDIATE, UPDATE … RETURNING, one executemany, trim, COMMIT.
+        """The whole transaction as one call on aiosqlite's worker thread.
 
-        One hop to aiosqlite's thread per statement (four or five in all),
-        where SQLAlchemy's cursor layer would take three or four each.
+        Each statement sent the usual way is a round trip to that thread (three
+        or four through SQLAlchemy's cursor layer), and those hand-offs, not
+        SQLite, were most of an append's cost. This uses the queue aiosqlite
+        runs its own calls through, as SQLAlchemy's adapter does to set the
+        isolation level; the store falls back to the Core path without it.
         """
         sql = self._append_sql.sqlite
         assert sql is not None
-        count = len(items)
-        bump = {
-            "n": count,
-            "max": max_events,
-            "key": key,
-            "stream_id": stream_id,
-            "now": now,
-        }
 
         async def append(db: Any) -> int:
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                if sql.returning:
-                    rows = list(await db.execute_fetchall(sql.bump, bump))
-                else:  # SQLite before 3.35: read back what the UPDATE wrote
-                    cursor = await db.execute(sql.bump, bump)
-                    found = cursor.rowcount == 1
-                    rows = list(await db.execute_fetchall(sql.state, bump)) if found else []
-                if not rows:
-                    live = list(await db.execute_fetchall(sql.live, bump))
-                    raise StreamNotFoundError("stream not found") if live else _session_not_found()
-                first_seq, last_seq = int(rows[0][0]), int(rows[0][1])
-                start = last_seq - count + 1
-                # Items the trim would remove at once are never written.
-                kept = [
-                    (key, stream_id, start + offset, event, data)
-                    for offset, (data, event) in enumerate(items)
-                    if start + offset >= first_seq
-                ]
-                if kept:
-                    await db.executemany(sql.insert, kept)
-                if max_events is not None and 1 < first_seq == last_seq - max_events + 1:
-                    # The stream is full, so the UPDATE may have moved first_seq.
-                    await db.execute(sql.trim, (key, stream_id, first_seq))
-                await db.commit()
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await db.rollback()
-                raise
-            return last_seq
+            result: int = await db._execute(
+                _sqlite_append, db._conn, sql, key, stream_id, items, max_events, now
+            )
+            return result
 
         return await self._on_driver(append)
 

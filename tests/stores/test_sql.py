@@ -7,6 +7,8 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -19,9 +21,11 @@ from sqlalchemy.pool import QueuePool
 from mcp_session_mw import (
     ConfigurationError,
     MissingExtraError,
+    SessionNotFoundError,
     SessionRecord,
     StoreError,
     StoreUnavailableError,
+    StreamNotFoundError,
     StreamState,
 )
 from mcp_session_mw.stores import Store, create_store
@@ -327,6 +331,63 @@ async def test_concurrent_appends_from_separate_connections_get_distinct_seqs(
     assert sorted(e.data for e in events) == sorted(f"{i}:{n}" for i in range(8) for n in range(10))
 
 
+async def test_concurrent_trimming_batches_keep_exactly_the_newest(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    """Batches racing on one stream with a small max_events leave no stale event behind.
+
+    On PostgreSQL a batch's trim reads a snapshot taken before it got the stream
+    row's lock; the rows of a batch that committed in between must still go.
+    """
+    await store.create("trim-race", new_record())
+    await store.open_stream("trim-race", StreamState(stream_id="s1", owner="a"))
+    writers = [await store_factory() for _ in range(4)]
+
+    async def write(client: Store, n: int) -> None:
+        for i in range(20):
+            await client.append_events(
+                "trim-race", "s1", [(f"{n}-{i}-{j}", None) for j in range(3)], max_events=5
+            )
+
+    async with anyio.create_task_group() as tg:
+        for n, client in enumerate(writers):
+            tg.start_soon(write, client, n)
+    state = await store.load_stream("trim-race", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (236, 240)
+    assert [e.seq for e in await store.read_events("trim-race", "s1")] == list(range(236, 241))
+
+
+async def test_portable_append_path_matches_the_fast_one(
+    store: Store, store_factory: StoreFactory
+) -> None:
+    """The Core statements (MariaDB, other drivers) number, trim and refuse like the fast path."""
+    portable = as_sql(await store_factory())
+    portable._append_sql = replace(portable._append_sql, postgres=None, sqlite=None)
+    await store.create("paths", new_record())
+    for stream_id in ("fast", "core"):
+        await store.open_stream("paths", StreamState(stream_id=stream_id, owner="a"))
+    results: dict[str, list[tuple[int, str, str | None]]] = {}
+    for stream_id, client in (("fast", store), ("core", portable)):
+        stored = await client.append_events(
+            "paths", stream_id, [(str(i), "m" if i % 2 else None) for i in range(7)], max_events=4
+        )
+        stored += [await client.append_event("paths", stream_id, "7", max_events=4)]
+        stored += await client.append_events("paths", stream_id, [("8", None), ("9", None)])
+        assert [e.seq for e in stored] == list(range(1, 11))
+        with pytest.raises(StreamNotFoundError):
+            await client.append_events("paths", "nope", [("x", None)])
+        with pytest.raises(SessionNotFoundError):
+            await client.append_events("ghost", stream_id, [("x", None)])
+        state = await client.load_stream("paths", stream_id)
+        assert state is not None
+        assert (state.first_seq, state.last_seq) == (5, 10)
+        events = await client.read_events("paths", stream_id)
+        results[stream_id] = [(e.seq, e.data, e.event) for e in events]
+    assert results["fast"] == results["core"]
+    assert [seq for seq, _, _ in results["fast"]] == [5, 6, 7, 8, 9, 10]
+
+
 async def test_update_with_function_returning_an_awaitable(store: Store) -> None:
     await store.create("aw", new_record(n=1))
 
@@ -512,6 +573,71 @@ async def test_store_works_again_after_the_server_comes_back(
         await cleaner.close()
 
 
+@pytest.mark.parametrize(
+    ("service", "url", "own_engine"),
+    [
+        pytest.param(
+            "postgresql", POSTGRES_URL, False, marks=pytest.mark.postgresql, id="postgresql"
+        ),
+        pytest.param(
+            "postgresql",
+            POSTGRES_URL,
+            True,
+            marks=pytest.mark.postgresql,
+            id="postgresql-caller-engine",
+        ),
+        pytest.param("mariadb", MARIADB_URL, False, marks=pytest.mark.mariadb, id="mariadb"),
+    ],
+)
+async def test_appends_work_again_after_the_server_comes_back(
+    service: str, url: str, own_engine: bool, task_group: TaskGroup
+) -> None:
+    """The append path (one statement on PostgreSQL) recovers like every other operation.
+
+    A caller's engine has neither the store's checkout check nor its pool
+    settings, and must recover all the same.
+    """
+    need_service(service)
+    direct = sa.make_url(url)
+    relay = Relay(direct.host or "127.0.0.1", direct.port or 0)
+    relayed = direct.set(host="127.0.0.1", port=relay.port)
+    prefix = new_prefix()
+    await relay.start(task_group)
+    engine = create_async_engine(relayed, pool_size=3) if own_engine else None
+    store = (
+        SQLStore(engine, table_prefix=prefix)
+        if engine is not None
+        else SQLStore.from_url(relayed.render_as_string(hide_password=False), table_prefix=prefix)
+    )
+    try:
+        await store.create("writer", new_record())
+        await store.open_stream("writer", StreamState(stream_id="s1", owner="a"))
+        await store.append_events("writer", "s1", [("a", None), ("b", None)])
+        # Restarted while idle: the pooled connections are dead, and the next
+        # append must not be the one that finds out.
+        await relay.stop()
+        await relay.start(task_group)
+        assert [e.seq for e in await store.append_events("writer", "s1", [("c", None)])] == [3]
+        await relay.stop()
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.append_events("writer", "s1", [("lost", None)])
+        assert info.value.__cause__ is not None
+        with pytest.raises(StoreUnavailableError):
+            await store.append_event("writer", "s1", "lost")
+        await relay.start(task_group)
+        assert (await store.append_event("writer", "s1", "d")).seq == 4
+        events = await store.read_events("writer", "s1")
+        assert [e.data for e in events] == ["a", "b", "c", "d"]
+    finally:
+        await store.close()
+        if engine is not None:
+            await engine.dispose()
+        await relay.stop()
+        cleaner = SQLStore.from_url(url, table_prefix=prefix)
+        await cleaner.drop_schema()
+        await cleaner.close()
+
+
 # -- PostgreSQL LISTEN/NOTIFY ---------------------------------------------------------------
 
 
@@ -548,6 +674,72 @@ async def test_postgres_wait_is_woken_by_notify_not_polling() -> None:
         await follower.close()
         await producer.drop_schema()
         await producer.close()
+
+
+@pytest.mark.postgresql
+async def test_postgres_trim_sees_a_batch_that_committed_while_it_waited() -> None:
+    """The one-statement append reads a snapshot taken before it got the stream's lock.
+
+    A batch that commits while it waits is invisible to that snapshot; its
+    events below the new first_seq must be trimmed all the same.
+    """
+    need_service("postgresql")
+    prefix = new_prefix()
+    store = SQLStore.from_url(POSTGRES_URL, table_prefix=prefix)
+    try:
+        await store.create("held", new_record())
+        await store.open_stream("held", StreamState(stream_id="s1", owner="a"))
+        await store.append_events("held", "s1", [("1", None), ("2", None), ("3", None)])
+        key = store.key("held")
+        async with store.engine.connect() as other:
+            # Another writer's batch (seqs 4 and 5), stopped before its COMMIT.
+            await other.execute(
+                sa.text(
+                    f"UPDATE {prefix}streams SET last_seq = 5"
+                    " WHERE session_key = :key AND stream_id = 's1'"
+                ),
+                {"key": key},
+            )
+            await other.execute(
+                sa.text(
+                    f"INSERT INTO {prefix}events (session_key, stream_id, seq, data)"
+                    " VALUES (:key, 's1', 4, '4'), (:key, 's1', 5, '5')"
+                ),
+                {"key": key},
+            )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(
+                    partial(
+                        store.append_events,
+                        "held",
+                        "s1",
+                        [("6", None), ("7", None), ("8", None)],
+                        max_events=4,
+                    )
+                )
+                with anyio.fail_after(30):  # until the append waits for the row lock
+                    while True:
+                        # Activity statistics stay frozen within a transaction otherwise.
+                        await other.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
+                        waiting = await other.scalar(
+                            sa.text(
+                                "SELECT count(*) FROM pg_stat_activity"
+                                " WHERE wait_event_type = 'Lock' AND query LIKE :pattern"
+                            ),
+                            {"pattern": f"%{prefix}streams%"},
+                        )
+                        if waiting:
+                            break
+                        await anyio.sleep(0.02)
+                await other.commit()
+        events = await store.read_events("held", "s1")
+        assert [e.data for e in events] == ["5", "6", "7", "8"]
+        state = await store.load_stream("held", "s1")
+        assert state is not None
+        assert (state.first_seq, state.last_seq) == (5, 8)
+    finally:
+        await store.drop_schema()
+        await store.close()
 
 
 @pytest.mark.postgresql
