@@ -16,10 +16,18 @@ Concurrency rules (why it is safe with many processes on one database):
   Row locks are always taken in one order — session row, then stream row — so
   the primitives cannot deadlock each other: ``_delete`` locks the session row
   and then its streams; ``_open_stream`` share-locks the session row and then
-  writes the stream row; ``_append_event`` locks only the stream row and merely
+  writes the stream row; ``_append_events`` locks only the stream row and merely
   reads the session row. Deadlocks the server reports anyway are retried.
-- ``_append_event`` numbers events under the stream row's lock (SQLite: under
-  the database write lock), so concurrent appenders never collide on a seq.
+- ``_append_events`` numbers a whole batch under the stream row's lock (SQLite:
+  under the database write lock), so concurrent appenders never collide on a
+  seq. It is the hot path and is written per driver: one statement on asyncpg
+  (a CTE, no transaction around it), one hop to aiosqlite's thread for the
+  whole transaction, and a fixed four or five Core statements elsewhere
+  (MariaDB/MySQL), whatever the batch size. ``_append_event`` is a batch of one.
+- Engines this module builds skip the pool's pre-ping and its ROLLBACK on
+  return (both round trips on every operation). A connection the server closed
+  while pooled is caught at checkout on asyncpg, and otherwise by its first
+  statement, after which the transaction runs once more on a new connection.
 - ``update`` (and ``update_meta``) with a mapping or a plain function locks the
   session row for the read-modify-write instead of retrying compare-and-swaps;
   an async function runs unlocked with the base class's CAS loop, because it
