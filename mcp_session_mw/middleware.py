@@ -11,6 +11,9 @@ Divergences from the MCP SDK's own session handling, on purpose:
    same 404, so a probe learns nothing about which ids exist.
 5. A session this process does not hold is re-created in the app from the
    stored client parameters (see :mod:`mcp_session_mw.rehydrate`).
+6. Methods other than GET, POST and DELETE get 405 from the middleware
+   (OPTIONS passes through): the SDK's stateful app opens a new session of its
+   own for such a request and sends its id back.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from .jsonrpc import (
     MSG_BODY_TOO_LARGE,
     MSG_HEADER_TOO_LARGE,
     MSG_INITIALIZE_BATCHED,
+    MSG_METHOD_NOT_ALLOWED,
     MSG_NO_PENDING_REQUEST,
     MSG_NOT_ACCEPTABLE,
     MSG_NOT_JSON_RPC,
@@ -119,6 +123,7 @@ REPLY_HANDOVER_TIMEOUT = 10.0
 _SESSION = SESSION_HEADER.encode()
 _VERSION = VERSION_HEADER.encode()
 _RETRY_AFTER = [(b"retry-after", b"1")]
+_ALLOW = [(b"allow", b"GET, POST, DELETE")]
 
 
 class SessionMiddleware:
@@ -274,8 +279,11 @@ class SessionMiddleware:
             await self._delete(scope, send, headers)
         elif method == "GET":
             await self._get(scope, receive, send, headers)
+        elif method == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflight is the app's business
         else:
-            await self.app(scope, receive, send)
+            # Divergence #6: answered here; the SDK would open (and leak) an app session.
+            await send_error(send, 405, INVALID_REQUEST, MSG_METHOD_NOT_ALLOWED, None, _ALLOW)
 
     def _handles(self, scope: Scope) -> bool:
         if self.path is None:
@@ -352,7 +360,7 @@ class SessionMiddleware:
         except ClientDisconnected:
             return
         try:
-            message = json.loads(body)
+            message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
         except (ValueError, RecursionError):
             await send_error(send, 400, PARSE_ERROR, MSG_PARSE_ERROR)
             return
@@ -894,6 +902,18 @@ class SessionMiddleware:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)
+
+
+def _not_json(literal: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); a store's JSON column would refuse them."""
+    raise ValueError(f"{literal} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a double")
+    return value
 
 
 def _is_json(content_type: str) -> bool:
