@@ -8,7 +8,11 @@ shows the suite's output for it. The scenario list is the runner's own
 
 The server is the ordinary stateful SDK app wrapped in SessionMiddleware, run
 once per durable store (SQLite, PostgreSQL, Redis), so every scenario proves
-the middleware on that store.
+the middleware on that store. The "two instances" runs put two processes on
+one shared store (PostgreSQL, Redis) behind :mod:`tests.e2e.proxy`, which sends
+each HTTP request to the other process than the one before: every scenario
+then has its session re-created, its GET stream served, its resumes and its
+replies to elicitation and sampling taken by a process that did not start them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -32,11 +39,15 @@ SUITE_DIR = (
     REPO_ROOT / "conformance" / "node_modules" / "@modelcontextprotocol" / "conformance" / "dist"
 )
 SERVER_ARGS = ["examples/05_conformance_server.py"]
-STORES: dict[str, tuple[str | None, str]] = {
-    # name: (service to need, store URL; {tmp} is the test's temporary directory)
-    "sqlite": (None, "sqlite+aiosqlite:///{tmp}/conformance.db"),
-    "postgresql": ("postgresql", POSTGRES_URL),
-    "redis": ("redis", REDIS_URL),
+PROXY_SCRIPT = "tests/e2e/proxy.py"
+STORES: dict[str, tuple[str | None, str, int]] = {
+    # name: (service to need, store URL, server processes behind a round-robin proxy);
+    # {tmp} in a URL is the test's temporary directory.
+    "sqlite": (None, "sqlite+aiosqlite:///{tmp}/conformance.db", 1),
+    "postgresql": ("postgresql", POSTGRES_URL, 1),
+    "redis": ("redis", REDIS_URL, 1),
+    "postgresql-two-instances": ("postgresql", POSTGRES_URL, 2),
+    "redis-two-instances": ("redis", REDIS_URL, 2),
 }
 RUN_TIMEOUT = 900.0
 """Bounds a hung suite (first use includes `npm ci`); it is not a speed check."""
@@ -78,18 +89,36 @@ def _parse(output: str) -> dict[str, Outcome]:
     return outcomes
 
 
-@pytest.fixture(scope="module", params=sorted(STORES))
+@contextmanager
+def serve(store_url: str, instances: int) -> Iterator[str]:
+    """The base URL of one server, or of a round-robin proxy in front of ``instances``."""
+    env = {**os.environ, "MCP_SESSION_STORE_URL": store_url}
+    if instances == 1:
+        with run_server(SERVER_ARGS, env) as base_url:
+            yield base_url
+        return
+    with ExitStack() as stack:
+        managers = [run_server(SERVER_ARGS, env) for _ in range(instances)]
+        with ThreadPoolExecutor(instances) as pool:  # start-up is mostly imports
+            futures = [pool.submit(manager.__enter__) for manager in managers]
+        for manager, future in zip(managers, futures, strict=True):
+            if future.exception() is None:
+                stack.push(manager.__exit__)
+        upstreams = [f"--upstream={future.result()}" for future in futures]
+        yield stack.enter_context(run_server([PROXY_SCRIPT, *upstreams]))
+
+
+@pytest.fixture(scope="module", params=list(STORES))
 def outcomes(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, Outcome]:
-    service, url = STORES[request.param]
+    service, url, instances = STORES[request.param]
     if service is not None:
         need_service(service)
     if shutil.which("npm") is None and not SUITE_DIR.is_dir():
         unavailable(NO_NPM)
     store_url = url.format(tmp=tmp_path_factory.mktemp("conformance"))
-    env = {**os.environ, "MCP_SESSION_STORE_URL": store_url}
-    with run_server(SERVER_ARGS, env) as base_url:
+    with serve(store_url, instances) as base_url:
         completed = subprocess.run(
             ["bash", str(RUN_SH), f"{base_url}/mcp", *SCENARIOS],
             env={**os.environ, "CONFORMANCE_STRICT": "1"},
