@@ -380,6 +380,12 @@ class EncryptedStore(Store):
     async def _cleanup(self, now: float) -> int:
         return await self._backend._cleanup(now)
 
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        return await self._backend._try_lock(name, owner, now, ttl)  # names are not secret
+
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        return await self._backend._unlock(name, owner, now)
+
     # -- streams: bookkeeping stays readable ---------------------------------------------
 
     async def _open_stream(self, key: str, state: StreamState) -> StreamState:

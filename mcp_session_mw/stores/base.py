@@ -11,6 +11,10 @@ operation even before :meth:`Store.cleanup_expired` removes it.
 The event-log half keeps durable SSE streams: each stream of a session has
 events numbered 1, 2, 3… (``seq``), a :class:`StreamState` with the producer's
 lease, and goes away with its session.
+
+Named locks (:meth:`Store.try_lock`, :meth:`Store.unlock`) are leases shared by
+every process on the store, so that periodic chores (the expired-session
+sweep) run on one instance at a time instead of on all of them at once.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import inspect
 import json
 import random
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
@@ -29,7 +34,7 @@ from typing import Any, ClassVar
 
 import anyio
 
-from ..errors import ConflictError, InvalidStateError, SessionNotFoundError
+from ..errors import ConfigurationError, ConflictError, InvalidStateError, SessionNotFoundError
 from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
 
 StateChange = (
@@ -43,6 +48,11 @@ DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
+_LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+# Messages tests assert on.
+MSG_BAD_LOCK_NAME = "a lock name is 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+MSG_BAD_LOCK_TTL = "a lock's ttl must be a positive number of seconds"
 
 
 def is_key(value: str) -> bool:
@@ -77,6 +87,9 @@ class Store(abc.ABC):
             secret = secret.encode()
         self._secret = secret or None
         self._clock: Callable[[], float] = time.time
+        # Who holds a lock taken through this object; other objects, even on the
+        # same backend and in the same process, are other holders.
+        self._lock_owner = secrets.token_hex(16)
 
     # -- identity --------------------------------------------------------------
 
@@ -225,6 +238,32 @@ class Store(abc.ABC):
         """Remove expired sessions (and their events); returns how many sessions went."""
         return await self._cleanup(self.now())
 
+    # -- named locks -------------------------------------------------------------
+
+    async def try_lock(self, name: str, ttl: float) -> bool:
+        """Take the lock ``name`` for ``ttl`` seconds if nobody holds it; True if taken.
+
+        A lease, shared by every process on the store: it ends at :meth:`unlock`
+        or ``ttl`` seconds after it was taken, whichever comes first, so a
+        holder that dies frees it by itself. Never waits, and is not
+        re-entrant: while the lease runs, this store's own next ``try_lock``
+        is refused too (so a chore guarded by it runs at most once per
+        ``ttl``). ``name`` is 1 to 64 characters of ``A-Z a-z 0-9 _ . : -``.
+        """
+        _check_lock_name(name)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise ConfigurationError(MSG_BAD_LOCK_TTL)
+        return await self._try_lock(name, self._lock_owner, self.now(), float(ttl))
+
+    async def unlock(self, name: str) -> bool:
+        """End this store's lease on ``name`` early; True if it held a running one.
+
+        A lease this store no longer holds (it ran out, maybe someone else took
+        it since) is left alone.
+        """
+        _check_lock_name(name)
+        return await self._unlock(name, self._lock_owner, self.now())
+
     # -- events: public API ------------------------------------------------------
 
     async def open_stream(self, session_id: str, state: StreamState) -> StreamState:
@@ -346,6 +385,14 @@ class Store(abc.ABC):
     async def _cleanup(self, now: float) -> int: ...
 
     @abc.abstractmethod
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        """Atomically: if no lease on ``name`` runs at ``now``, record ``owner``'s until now+ttl."""
+
+    @abc.abstractmethod
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        """Atomically: drop the lease on ``name`` if ``owner`` holds it and it runs at ``now``."""
+
+    @abc.abstractmethod
     async def _open_stream(self, key: str, state: StreamState) -> StreamState: ...
 
     @abc.abstractmethod
@@ -382,6 +429,11 @@ class Store(abc.ABC):
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]: ...
+
+
+def _check_lock_name(name: str) -> None:
+    if not isinstance(name, str) or _LOCK_NAME_RE.fullmatch(name) is None:
+        raise ConfigurationError(MSG_BAD_LOCK_NAME)
 
 
 async def _apply(change: StateChange, current: dict[str, JSONValue]) -> dict[str, JSONValue]:

@@ -22,7 +22,7 @@ Staleness bound, exactly:
   absence is never cached.
 * ``update`` and ``update_meta`` run on the backend (atomic there, no lost
   updates across processes) and then refresh the cache with the result.
-* Listing, cleanup and everything about events (streams, appends, reads, live
+* Listing, cleanup, locks and everything about events (streams, appends, reads, live
   waits) go straight to the backend.
 
 The cache only holds sessions this process used within the last ``cache_ttl``
@@ -262,7 +262,13 @@ class CachingStore(Store):
         await self._prune()
         return await self._backend._cleanup(now)
 
-    # -- events: always the backend ----------------------------------------------------
+    # -- locks and events: always the backend --------------------------------------------
+
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        return await self._backend._try_lock(name, owner, now, ttl)
+
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        return await self._backend._unlock(name, owner, now)
 
     async def _open_stream(self, key: str, state: StreamState) -> StreamState:
         return await self._backend._open_stream(key, state)

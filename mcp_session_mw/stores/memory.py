@@ -35,6 +35,8 @@ class MemoryStore(Store):
         self._records: dict[str, SessionRecord] = {}
         self._sorted_keys: list[str] = []
         self._streams: dict[str, dict[str, _Stream]] = {}
+        self._locks: dict[str, tuple[str, float]] = {}
+        """Lock name -> (owner, lease end)."""
 
     def _live(self, key: str, now: float) -> SessionRecord | None:
         record = self._records.get(key)
@@ -105,6 +107,20 @@ class MemoryStore(Store):
         for key in expired:
             self._forget(key)
         return len(expired)
+
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        held = self._locks.get(name)
+        if held is not None and held[1] > now:
+            return False
+        self._locks[name] = (owner, now + ttl)
+        return True
+
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        held = self._locks.get(name)
+        if held is None or held[0] != owner or held[1] <= now:
+            return False
+        del self._locks[name]
+        return True
 
     def _stream(self, key: str, stream_id: str) -> _Stream:
         if self._live(key, self.now()) is None:

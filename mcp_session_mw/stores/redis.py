@@ -13,6 +13,7 @@ session lives in one hash slot and the same Lua scripts run on Redis Cluster::
                                       finished or deleted, or the session is deleted,
                                       so blocked readers wake
     <prefix>index                     sorted set: digest scored by expires_at
+    <prefix>lock:<name>               a named lock: the holder, with the lease as PEXPIRE
 
 Expiry is Redis's own: the session hash carries the session's PEXPIRE, which a
 touch renews in one script, so an expired session disappears without a sweeper.
@@ -425,6 +426,13 @@ return removed
 """
 
 
+# A named lock's key. ARGV: owner. Deletes it only for its holder.
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
 class _Script:
     """A Lua script run by EVALSHA, falling back to EVAL when the server lost its cache."""
 
@@ -461,6 +469,7 @@ _READ_SCRIPT = _Script(_READ)
 _PAGE_SCRIPT = _Script(_PAGE, helpers=False)
 _PAGE_RECORDS_SCRIPT = _Script(_PAGE_RECORDS, helpers=False)
 _PRUNE_SCRIPT = _Script(_PRUNE, helpers=False)
+_UNLOCK_SCRIPT = _Script(_UNLOCK, helpers=False)
 
 _RECORD_FIELDS = (b"p", b"u", b"c", b"a", b"x", b"t", b"v")
 
@@ -941,6 +950,21 @@ class RedisStore(Store):
                 pipe.execute_command("UNLINK", name)
             results = await pipe.execute()
         return sum(int(r) for r in results)
+
+    # -- named locks -------------------------------------------------------------------
+
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        """SET NX PX: Redis keeps the lease's time itself (``now`` is not needed)."""
+        with self._guard:
+            taken = await self.client.execute_command(
+                "SET", f"{self._prefix}lock:{name}", owner, "NX", "PX", _px(ttl)
+            )
+        return taken is not None
+
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        with self._guard:
+            deleted = await _UNLOCK_SCRIPT(self.client, [f"{self._prefix}lock:{name}"], [owner])
+        return bool(deleted)
 
     # -- events ----------------------------------------------------------------------
 

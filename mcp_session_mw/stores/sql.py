@@ -38,6 +38,15 @@ after the table prefix — appends, finishes and re-opens notify ``<key>:<stream
 and a per-store listener connection (opened on the first wait) wakes the
 waiters. If the listener cannot be set up or dies, waits poll every
 ``poll_interval`` seconds until it is back. SQLite and MariaDB always poll.
+
+Named locks (``try_lock``) are rows of the streams table: a stream row already
+is a lease (``owner``, ``lease_expires``), so locks need no table of their own
+and no schema change. A lock's row sits under the digest of ``lock <name>``,
+which no session id hashes to (ids have no space), under stream id ``lock``;
+with no session row above it, no stream or session operation ever sees it.
+Taking a lock is one write transaction: take over the row if its lease ran
+out, else insert it; a concurrent insert of the same row fails on the primary
+key, so exactly one of two racing processes gets the lock.
 """
 
 from __future__ import annotations
@@ -114,6 +123,8 @@ STALE_CHECKOUTS = 16
 """Pooled connections found closed that one call discards before it gives up on the pool."""
 MAX_PREFIX_LENGTH = 40
 MAX_STREAM_ID_LENGTH = 128
+LOCK_STREAM_ID = "lock"
+"""Stream id of a named lock's row (see the module docstring)."""
 
 # Messages tests assert on.
 UNSUPPORTED_SCHEME = "SQLStore does not serve {scheme!r} URLs; use one of: {known}"
@@ -175,6 +186,10 @@ _MYSQL_LOCK_CONFLICT = {1020, 1213}
 
 class _RaceLost(Exception):
     """A concurrent writer inserted the row this transaction meant to insert; run it again."""
+
+
+class _LockTaken(Exception):
+    """Another process inserted the lock row first."""
 
 
 class _UserCodeError(Exception):
@@ -1084,6 +1099,63 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
             total += removed
             if found < CLEANUP_BATCH or removed == 0:
                 return total
+
+    # -- named locks ----------------------------------------------------------------
+
+    @staticmethod
+    def _lock_key(name: str) -> str:
+        """The row's digest; not keyed by ``secret``, so stores with other secrets agree."""
+        return hashlib.sha256(f"lock {name}".encode()).hexdigest()
+
+    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
+        streams = self._t.streams
+        mine = self._stream_is(streams, self._lock_key(name), LOCK_STREAM_ID)
+
+        async def take(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                sa.update(streams)
+                .where(mine, streams.c.lease_expires <= now)
+                .values(owner=owner, lease_expires=now + ttl)
+            )
+            if result.rowcount == 1:
+                return True
+            if await conn.scalar(sa.select(streams.c.owner).where(mine)) is not None:
+                return False  # a running lease
+            try:
+                await conn.execute(
+                    sa.insert(streams).values(
+                        session_key=self._lock_key(name),
+                        stream_id=LOCK_STREAM_ID,
+                        request_id=None,
+                        owner=owner,
+                        lease_expires=now + ttl,
+                        first_seq=0,
+                        last_seq=0,
+                        done=False,
+                    )
+                )
+            except sa_exc.IntegrityError as exc:
+                raise _LockTaken from exc
+            return True
+
+        try:
+            return await self._write(take)
+        except _LockTaken:
+            return False
+
+    async def _unlock(self, name: str, owner: str, now: float) -> bool:
+        streams = self._t.streams
+        mine = self._stream_is(streams, self._lock_key(name), LOCK_STREAM_ID)
+
+        async def release(conn: AsyncConnection) -> bool:
+            result = await conn.execute(
+                sa.delete(streams).where(
+                    mine, streams.c.owner == owner, streams.c.lease_expires > now
+                )
+            )
+            return result.rowcount == 1
+
+        return await self._write(release)
 
     # -- update with a row lock ------------------------------------------------------
 

@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from mcp_session_mw import (
+    ConfigurationError,
     ConflictError,
     InvalidStateError,
     SessionExistsError,
@@ -18,6 +19,7 @@ from mcp_session_mw import (
 )
 from mcp_session_mw.stores import Store
 
+from ..backends import Backend
 from ..conftest import StoreFactory
 
 pytestmark = pytest.mark.anyio
@@ -501,3 +503,71 @@ async def test_load_by_key_hides_expired(store: Store) -> None:
     created = await store.create("short", new_record(ttl=0.2))
     await anyio.sleep(0.3)
     assert await store.load_by_key(created.key) is None
+
+
+# -- named locks -------------------------------------------------------------------
+
+
+async def test_lock_is_exclusive_across_stores_and_not_reentrant(
+    store_factory: StoreFactory,
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    assert await first.try_lock("sweep", 30) is True
+    assert await second.try_lock("sweep", 30) is False
+    assert await first.try_lock("sweep", 30) is False  # not re-entrant
+    assert await second.try_lock("other-job", 30) is True
+
+
+async def test_unlock_frees_the_lock_only_for_its_holder(
+    store_factory: StoreFactory, backend: Backend
+) -> None:
+    first, second = await store_factory(), await store_factory()
+    assert await first.try_lock("sweep", 30) is True
+    if not backend.shared_instance:  # memory: both names are one store object
+        assert await second.unlock("sweep") is False
+        assert await second.try_lock("sweep", 30) is False
+    assert await first.unlock("sweep") is True
+    assert await first.unlock("sweep") is False
+    assert await second.try_lock("sweep", 30) is True
+
+
+async def test_lock_lease_runs_out(store_factory: StoreFactory, backend: Backend) -> None:
+    first, second = await store_factory(), await store_factory()
+    assert await first.try_lock("sweep", 0.3) is True
+    await anyio.sleep(0.5)
+    assert await second.try_lock("sweep", 30) is True
+    if not backend.shared_instance:
+        assert await first.unlock("sweep") is False  # its lease ran out; the new one stays
+        assert await first.try_lock("sweep", 30) is False
+
+
+async def test_racing_try_locks_have_one_winner(store_factory: StoreFactory) -> None:
+    contenders = [await store_factory() for _ in range(6)]
+    results: list[bool] = []
+
+    async def contend(candidate: Store) -> None:
+        results.append(await candidate.try_lock("race", 30))
+
+    async with anyio.create_task_group() as tg:
+        for candidate in contenders:
+            tg.start_soon(contend, candidate)
+    assert sorted(results) == [False] * 5 + [True]
+
+
+async def test_locks_are_not_sessions(store: Store) -> None:
+    assert await store.try_lock("sweep", 30) is True
+    assert (await store.list_active()).records == []
+    assert await store.count_active() == 0
+    assert await store.cleanup_expired() == 0
+    assert await store.try_lock("sweep", 30) is False  # cleanup left the lock alone
+
+
+async def test_lock_names_and_ttls_are_checked(store: Store) -> None:
+    for bad_name in ("", "has space", "a{b}", "x" * 65, "é"):
+        with pytest.raises(ConfigurationError, match="lock name"):
+            await store.try_lock(bad_name, 30)
+        with pytest.raises(ConfigurationError, match="lock name"):
+            await store.unlock(bad_name)
+    for bad_ttl in (0, -1, float("nan"), True):
+        with pytest.raises(ConfigurationError, match="ttl"):
+            await store.try_lock("sweep", bad_ttl)
