@@ -5,6 +5,11 @@ whatever has queued up in a single ``append_events`` call, then forwards it.
 Every event is still stored before the client sees it, but a burst of events
 costs one store round trip instead of one each, and the app is held back only
 when the queue is full (``QUEUE_SIZE`` items).
+
+Most responses are one event (a tool's result), so the per-response
+bookkeeping is kept small: one task opens the stream, writes, and renews the
+lease while it waits for events, and it ends on its own when the response
+does, so nothing has to be cancelled.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 
 import anyio
@@ -94,9 +100,8 @@ class DurableResponse:
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._finished = False
         self._failed = False
-        self._lease_scope = anyio.CancelScope()
-        self._cut_scope = anyio.CancelScope()
-        self._opened = anyio.Event()
+        self._cut_scope: anyio.CancelScope | None = None
+        self._writer_done: anyio.Event | None = None
         self._queue_in, self._queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
 
     # -- the app's side ----------------------------------------------------------
@@ -109,11 +114,11 @@ class DurableResponse:
         stream (``close_sse_stream``) before that event was written, and then
         the rest of the stream could not be fetched from it.
         """
-        self._tg.start_soon(self._open)
-        self._tg.start_soon(self._write)
-        self._tg.start_soon(self._renew_lease)
+        self._writer_done = anyio.Event()
+        self._tg.start_soon(self._run)
         if self.options.max_stream_seconds is not None:
-            self._tg.start_soon(self._cut_after, self.options.max_stream_seconds)
+            self._cut_scope = anyio.CancelScope()
+            self._tg.start_soon(self._cut_after, self._cut_scope, self.options.max_stream_seconds)
         headers = MutableHeaders(scope=message)
         if "content-length" in headers:
             del headers["content-length"]
@@ -170,15 +175,23 @@ class DurableResponse:
         await self._queue_in.send(_Mark(flushed=flushed))
         await flushed.wait()
 
+    @property
+    def stopped(self) -> bool:
+        """True once no task of this response runs any more (see :meth:`finish`)."""
+        return self._finished and self._cut_scope is None
+
     async def finish(self) -> None:
         """The app is done: store what is queued, mark the stream done, end the response."""
         if self._finished:
             return
-        await self.flush()
-        self._finished = True
-        self._lease_scope.cancel()
-        self._cut_scope.cancel()
+        # The writer stores and forwards what is queued, then ends.
         self._queue_in.close()
+        if self._writer_done is not None:
+            await self._writer_done.wait()
+        self._finished = True
+        if self._cut_scope is not None:
+            self._cut_scope.cancel()
+            self._cut_scope = None
         if not self._failed:
             try:
                 if not self.final_seen and self.request_id is not None:
@@ -220,6 +233,15 @@ class DurableResponse:
 
     # -- background duties ---------------------------------------------------------
 
+    async def _run(self) -> None:
+        """Open the stream in the store, then store and forward until the response ends."""
+        try:
+            await self._open()
+            await self._write()
+        finally:
+            assert self._writer_done is not None
+            self._writer_done.set()
+
     async def _open(self) -> None:
         try:
             await self.store.open_stream(
@@ -235,8 +257,6 @@ class DurableResponse:
         except StoreError:
             logger.warning("could not open a durable stream", exc_info=True)
             self._failed = True
-        finally:
-            self._opened.set()
 
     async def _cap_streams(self) -> None:
         """Keep at most ``max_streams_per_session`` request streams; drop the oldest."""
@@ -258,9 +278,25 @@ class DurableResponse:
                 await self.store.delete_stream(self.session_id, stream_id)
 
     async def _write(self) -> None:
-        """Store each burst of queued events in one call, then forward it."""
+        """Store each burst of queued events in one call, then forward it.
+
+        While it waits for the app, it renews the stream's lease every third
+        of ``lease_seconds``, so a resuming client can tell a live producer
+        from a dead one.
+        """
+        interval = self.options.lease_seconds / 3
+        renew_at = time.monotonic() + interval
         async with self._queue_out:
-            async for first in self._queue_out:
+            while True:
+                try:
+                    first = await self._receive(renew_at)
+                except anyio.EndOfStream:
+                    return
+                if first is None or time.monotonic() >= renew_at:
+                    await self._renew_lease()
+                    renew_at = time.monotonic() + interval
+                if first is None:
+                    continue
                 batch = [first]
                 events = 1 if isinstance(first, SSEEvent) else 0
                 while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
@@ -270,8 +306,17 @@ class DurableResponse:
                         break
                     batch.append(item)
                     events += isinstance(item, SSEEvent)
-                await self._opened.wait()
                 await self._write_batch(batch)
+
+    async def _receive(self, until: float) -> _Item | None:
+        """The next queued item, or None if none came before ``until`` (monotonic time)."""
+        try:
+            return self._queue_out.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        with anyio.move_on_after(max(0.0, until - time.monotonic())):
+            return await self._queue_out.receive()
+        return None
 
     async def _write_batch(self, batch: list[_Item]) -> None:
         mark = batch[-1] if isinstance(batch[-1], _Mark) else None
@@ -324,21 +369,15 @@ class DurableResponse:
                 self._client_open = False
 
     async def _renew_lease(self) -> None:
-        interval = self.options.lease_seconds / 3
-        with self._lease_scope:
-            while True:
-                await anyio.sleep(interval)
-                try:
-                    await self.store.renew_stream(
-                        self.session_id,
-                        self.stream_id,
-                        self.store.now() + self.options.lease_seconds,
-                    )
-                except StoreError:
-                    logger.warning("could not renew a stream lease", exc_info=True)
+        try:
+            await self.store.renew_stream(
+                self.session_id, self.stream_id, self.store.now() + self.options.lease_seconds
+            )
+        except StoreError:
+            logger.warning("could not renew a stream lease", exc_info=True)
 
-    async def _cut_after(self, seconds: float) -> None:
-        with self._cut_scope:
+    async def _cut_after(self, scope: anyio.CancelScope, seconds: float) -> None:
+        with scope:
             await anyio.sleep(seconds)
             await self.request_close()
 

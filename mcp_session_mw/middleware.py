@@ -747,7 +747,8 @@ class SessionMiddleware:
                     session._streams.discard(durable)
                     with anyio.CancelScope(shield=True):
                         await durable.finish()
-                tg.cancel_scope.cancel()
+                if durable is not None and not durable.stopped:
+                    tg.cancel_scope.cancel()  # (a cancel costs a task repr: only when needed)
         return None if held else status
 
     async def _reply(
