@@ -12,6 +12,8 @@ from typing import Any
 
 from starlette.types import Send
 
+from . import metrics
+
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
@@ -41,6 +43,28 @@ MSG_BAD_INITIALIZE = (
 )
 MSG_TOO_MANY_SESSIONS = "Service Unavailable: the server holds as many sessions as it allows"
 MSG_PRINCIPAL_SESSION_LIMIT = "Too Many Requests: this principal holds as many sessions as allowed"
+
+REASONS: dict[str, str] = {
+    MSG_SESSION_REQUIRED: "session_required",
+    MSG_SESSION_NOT_FOUND: "session_not_found",
+    MSG_PARSE_ERROR: "parse_error",
+    MSG_BODY_TOO_LARGE: "body_too_large",
+    MSG_NOT_JSON_RPC: "not_json_rpc",
+    MSG_INITIALIZE_BATCHED: "initialize_batched",
+    MSG_STORE_UNAVAILABLE: "store_unavailable",
+    MSG_METHOD_NOT_ALLOWED: "method_not_allowed",
+    MSG_NOT_ACCEPTABLE: "not_acceptable",
+    MSG_NO_PENDING_REQUEST: "no_pending_request",
+    MSG_REPLY_NOT_TAKEN: "reply_not_taken",
+    MSG_BAD_EVENT_ID: "bad_event_id",
+    MSG_APP_SESSION_FAILED: "app_session_failed",
+    MSG_HEADER_TOO_LARGE: "header_too_large",
+    MSG_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    MSG_BAD_INITIALIZE: "bad_initialize",
+    MSG_TOO_MANY_SESSIONS: "too_many_sessions",
+    MSG_PRINCIPAL_SESSION_LIMIT: "principal_session_limit",
+}
+"""The ``reason`` label of ``mcp_session_rejected_requests_total`` for each message."""
 
 RequestId = str | int | None
 
@@ -72,6 +96,7 @@ async def send_error(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """Answer the request with ``status`` and a JSON-RPC error body."""
+    metrics.rejected(REASONS.get(message, metrics.REASON_OTHER), status)
     body = error_body(code, message, request_id)
     await send(
         {

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from starlette.types import Receive, Send
 
+from . import metrics
 from .errors import CorruptRecordError, StoreError
 from .jsonrpc import RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
@@ -188,18 +189,21 @@ async def _replay_and_follow(
     if state is None:
         return
     if last + 1 < state.first_seq:
+        metrics.REPLAY_GAPS.inc()
         await _send_body(
             send,
             encode_event(error_event(state.request_id, EVENTS_LOST, MSG_EVENTS_LOST)),
         )
         return
     events = await store.read_events(session_id, stream_id, last, READ_BATCH)
+    metrics.EVENTS_REPLAYED.inc(len(events))
     while True:
         if events:
             await _send_body(send, b"".join(encode_stored(e) for e in events))
             last = events[-1].seq
             if len(events) == READ_BATCH:
                 events = await store.read_events(session_id, stream_id, last, READ_BATCH)
+                metrics.EVENTS_REPLAYED.inc(len(events))
                 continue
         state = await store.load_stream(session_id, stream_id)
         if state is None:  # the session was deleted or expired
