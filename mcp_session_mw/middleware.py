@@ -31,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from . import metrics
 from .asgi import (
     BodyTooLarge,
     CapturedResponse,
@@ -45,6 +46,7 @@ from .asgi import (
 )
 from .durable import DurableResponse
 from .errors import ConfigurationError, StoreError
+from .janitor import Janitor
 from .jsonrpc import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -73,6 +75,7 @@ from .jsonrpc import (
     send_error,
 )
 from .limits import PrincipalIndex, SessionCount, is_index
+from .logs import NO_SESSION, fingerprint_of, reset_fingerprint, set_fingerprint
 from .principal import PrincipalFn, default_principal, resolve_principal
 from .protocol import (
     DEFAULT_REVISION,
@@ -117,6 +120,7 @@ DEFAULT_MAX_LOCAL_SESSIONS = 10_000
 DEFAULT_INITIALIZE_TTL = 60.0
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
+DEFAULT_CLEANUP_INTERVAL = 300.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
 REPLY_HANDOVER_TIMEOUT = 10.0
 
@@ -162,6 +166,7 @@ class SessionMiddleware:
         session_count_interval: float = DEFAULT_SESSION_COUNT_INTERVAL,
         max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
         encryption_keys: Sequence[str | bytes] | None = None,
+        cleanup_interval: float | None = DEFAULT_CLEANUP_INTERVAL,
     ) -> None:
         if not ttl > 0:
             raise ConfigurationError("ttl must be a positive number of seconds")
@@ -195,6 +200,8 @@ class SessionMiddleware:
             raise ConfigurationError("session_count_interval must be a positive number of seconds")
         if max_header_size is not None and max_header_size <= 0:
             raise ConfigurationError("max_header_size must be a positive number of bytes (or None)")
+        if cleanup_interval is not None and not cleanup_interval > 0:
+            raise ConfigurationError("cleanup_interval must be positive seconds (or None)")
         self.app = app
         if isinstance(store, Store):
             if store_options:
@@ -207,6 +214,7 @@ class SessionMiddleware:
             from .encryption import EncryptedStore  # cryptography is an optional extra
 
             self.store = EncryptedStore(self.store, encryption_keys)
+        metrics.instrument(self.store)  # store timings and spans, when those extras are installed
         self.ttl = float(ttl)
         self.touch_interval = (
             min(self.ttl / 4, 60.0) if touch_interval is None else float(touch_interval)
@@ -239,6 +247,11 @@ class SessionMiddleware:
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
+        self.janitor = (
+            None
+            if cleanup_interval is None
+            else Janitor(self.store, cleanup_interval, self.open_store)
+        )
 
     @classmethod
     def from_settings(
@@ -273,17 +286,21 @@ class SessionMiddleware:
             await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
             return
         method = scope["method"]
-        if method == "POST":
-            await self._post(scope, receive, send, headers)
-        elif method == "DELETE":
-            await self._delete(scope, send, headers)
-        elif method == "GET":
-            await self._get(scope, receive, send, headers)
-        elif method == "OPTIONS":
-            await self.app(scope, receive, send)  # CORS preflight is the app's business
-        else:
-            # Divergence #6: answered here; the SDK would open (and leak) an app session.
-            await send_error(send, 405, INVALID_REQUEST, MSG_METHOD_NOT_ALLOWED, None, _ALLOW)
+        token = set_fingerprint(NO_SESSION)  # _resolve and _initialize set the session's
+        try:
+            if method == "POST":
+                await self._post(scope, receive, send, headers)
+            elif method == "DELETE":
+                await self._delete(scope, send, headers)
+            elif method == "GET":
+                await self._get(scope, receive, send, headers)
+            elif method == "OPTIONS":
+                await self.app(scope, receive, send)  # CORS preflight is the app's business
+            else:
+                # Divergence #6: answered here; the SDK would open (and leak) an app session.
+                await send_error(send, 405, INVALID_REQUEST, MSG_METHOD_NOT_ALLOWED, None, _ALLOW)
+        finally:
+            reset_fingerprint(token)
 
     def _handles(self, scope: Scope) -> bool:
         if self.path is None:
@@ -304,11 +321,13 @@ class SessionMiddleware:
             if not self._store_open:
                 await self.store.open()
                 self._store_open = True
+                metrics.watch(self.store)
 
     async def close_store(self) -> None:
         async with self._open_lock:
             if self._store_open:
                 self._store_open = False
+                metrics.unwatch(self.store)
                 await self.store.close()
 
     async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -334,6 +353,8 @@ class SessionMiddleware:
         async def background(*, task_status: TaskStatus[None]) -> None:
             async with anyio.create_task_group() as tg:
                 self._background = tg
+                if self.janitor is not None:
+                    tg.start_soon(self.janitor.run)
                 task_status.started()
                 await stop.wait()
                 self._background = None
@@ -403,6 +424,7 @@ class SessionMiddleware:
             return
         now = self.store.now()
         session_id = mint_session_id()
+        set_fingerprint(fingerprint_of(self.store.key(session_id)))
         principal = await resolve_principal(self.principal, scope)
         # Until the client's next request the session only gets initialize_ttl.
         expires_at = now + self.initialize_ttl
@@ -449,6 +471,7 @@ class SessionMiddleware:
                 await close_app_session(self.app, scope, app_id, negotiated)
             await self._unavailable(send, request_id)
             return
+        metrics.SESSIONS_CREATED.inc()
         session._set_record(record)
         local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
         await self._remember(scope, session_id, local)
@@ -521,6 +544,7 @@ class SessionMiddleware:
         if not existed:  # deleted by someone else between load and delete
             await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND)
             return
+        metrics.SESSIONS_DELETED.inc()
         await self._release(session_id, record.principal)
         await send_empty(send, 200)
 
@@ -544,6 +568,7 @@ class SessionMiddleware:
         if len(values) > 1 or not valid_session_id(session_id):
             await self._not_found(send, request_id)  # Divergence #4.
             return None
+        set_fingerprint(fingerprint_of(self.store.key(session_id)))
         try:
             await self.open_store()
             record = await self.store.load(session_id)
@@ -852,6 +877,7 @@ class SessionMiddleware:
                 local.app_id = app_id
                 self._start_worker(scope, session_id, local, record.protocol_version)
                 if app_id is not None:
+                    metrics.SESSIONS_RESUMED.inc()
                     logger.info("re-created session %s in the app", self.store.key(session_id)[:12])
         return local.app_id
 

@@ -111,6 +111,7 @@ class SessionSettings(BaseSettings):
     max_sessions: int | None = _default("max_sessions")
     max_sessions_per_principal: int | None = _default("max_sessions_per_principal")
     session_count_interval: float = _default("session_count_interval")
+    cleanup_interval: float | None = _default("cleanup_interval")
     encryption_keys: Annotated[list[str] | None, NoDecode, BeforeValidator(_keys)] = Field(
         default=None, repr=False
     )
