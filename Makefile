@@ -5,9 +5,10 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+CLUSTER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench conformance clean
+.PHONY: help venv run test lint format typecheck check bench conformance cluster-demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +45,9 @@ check: test lint typecheck ## everything CI runs
 
 bench: $(BIN)/.installed ## run the benchmarks under bench/ (needs the local services)
 	$(BIN)/python bench/streaming.py
+
+cluster-demo: $(BIN)/.installed ## three instances behind nginx: crash, rolling restart, store outage (CLUSTER_ARGS=--write)
+	$(BIN)/python -m cluster $(CLUSTER_ARGS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mcp_sessions.db

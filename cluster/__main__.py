@@ -1,4 +1,4 @@
-"""``python -m cluster``: run the scenarios on a three-instance cluster behind nginx, per store.
+"""Run the scenarios on a three-instance cluster behind nginx, once per store.
 
 Runs every scenario of :mod:`cluster.scenarios` on PostgreSQL and then on Redis
 (a store whose server is not reachable is skipped, with the reason), prints
@@ -58,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         "--scenario", action="append", choices=list(SCENARIOS), help="only this one (repeatable)"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="the shortened run CI does (20 s, 10 sessions)"
+        "--quick",
+        action="store_true",
+        help="the shortened run CI does (10 sessions, 15 s of restarts)",
     )
     parser.add_argument(
         "--write",

@@ -125,6 +125,13 @@ class Cluster:
             pool.submit(anyio.run, self.spec.wipe).result()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
+    def diagnostics(self, lines: int = 15) -> str:
+        """The last lines of nginx's error log and of every instance's output."""
+        parts = [f"nginx error log:\n{_last_lines(self.nginx.error_log_tail(), lines)}"]
+        for child in [*self.instances, self.relay]:
+            parts.append(f"{child.name} (port {child.port}):\n{_last_lines(child.tail(), lines)}")
+        return "\n".join(parts)
+
     # -- instances -----------------------------------------------------------------------
 
     def instance_of(self, pid: int) -> Child:
@@ -164,3 +171,7 @@ class Cluster:
             if time.monotonic() > deadline:
                 raise ClusterError(NO_ACK.format(what=ack, timeout=ACK_TIMEOUT))
             await anyio.sleep(POLL_INTERVAL)
+
+
+def _last_lines(text: str, count: int) -> str:
+    return "\n".join(f"    {line}" for line in text.splitlines()[-count:])
