@@ -37,6 +37,7 @@ from pathlib import Path
 import sqlalchemy
 
 from mcp_session_mw import SessionRecord, StreamState
+from mcp_session_mw.stores import sql as sql_module
 from mcp_session_mw.stores.sql import SQLStore
 
 MAX_EVENTS = 50_000
@@ -124,6 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         f"machine: nproc {os.cpu_count()}, load {os.getloadavg()[0]:.1f}, "
         f"Python {platform.python_version()}, SQLAlchemy {sqlalchemy.__version__}"
     )
+    print(f"store: {sql_module.__file__}")
     print(f"{args.events} events per mode per round, {args.rounds} rounds, max_events={MAX_EVENTS}")
     summary: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
