@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 CLUSTER_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format typecheck check bench conformance cluster-demo clean
+.PHONY: help venv run test lint format typecheck check docs bench conformance cluster-demo clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -41,7 +41,10 @@ format: $(BIN)/.installed ## apply ruff's fixes and formatting
 typecheck: $(BIN)/.installed ## mypy --strict over the package and the tests
 	$(BIN)/mypy --strict
 
-check: test lint typecheck ## everything CI runs
+check: test lint typecheck docs ## everything CI runs
+
+docs: $(BIN)/.installed ## build the documentation site into site/ (mkdocs --strict: a broken link fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BIN)/.installed ## run the benchmarks under bench/ (needs the local services)
 	$(BIN)/python bench/streaming.py
@@ -50,4 +53,4 @@ cluster-demo: $(BIN)/.installed ## three instances behind nginx: crash, rolling 
 	$(BIN)/python -m cluster $(CLUSTER_ARGS)
 
 clean: ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mcp_sessions.db
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mcp_sessions.db site
