@@ -49,6 +49,9 @@ QUEUE_SIZE = 1024
 """Items (events, comments) parsed but not yet stored before the app's sends wait."""
 BATCH_SIZE = 500
 """At most this many events go to the store in one call."""
+RECORD_EVERY = 10
+"""New streams are recorded in the session (for ``max_streams_per_session``) in batches
+of a tenth of the cap: one session update per that many requests, not one each."""
 
 
 @dataclass
@@ -82,6 +85,7 @@ class DurableResponse:
         options: StreamOptions,
         send: Send,
         task_group: TaskGroup,
+        unrecorded: list[str] | None = None,
     ) -> None:
         self.store = store
         self.session_id = session_id
@@ -93,6 +97,7 @@ class DurableResponse:
         self.app_last_event_id: str | None = None
         self._send = send
         self._tg = task_group
+        self._unrecorded = [] if unrecorded is None else unrecorded
         self._parser = SSEParser()
         self._client_open = True
         # fast_acquire: no checkpoint when uncontended, so the start is not delayed
@@ -259,20 +264,38 @@ class DurableResponse:
             self._failed = True
 
     async def _cap_streams(self) -> None:
-        """Keep at most ``max_streams_per_session`` request streams; drop the oldest."""
+        """Keep at most ``max_streams_per_session`` request streams; drop the oldest.
+
+        The session's list of streams is a read-modify-write of its record (two
+        store round trips), so new streams are collected per process
+        (``unrecorded``, kept by the middleware per session) and recorded
+        ``cap // RECORD_EVERY`` at a time: a session may hold that many more
+        streams than the cap in between, and, if the process stops first, they
+        stay until the session ends.
+        """
         cap = self.options.max_streams_per_session
         if cap is None:
             return
+        pending = self._unrecorded
+        pending.append(self.stream_id)
+        if len(pending) < max(1, cap // RECORD_EVERY):
+            return
+        new = pending[:]
+        pending.clear()
         dropped: list[str] = []
 
         def remember(meta: dict[str, object]) -> dict[str, object]:
             known = meta.get("streams")
             streams = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
-            streams.append(self.stream_id)
+            streams.extend(new)
             dropped[:] = streams[:-cap] if len(streams) > cap else []
             return {**meta, "streams": streams[-cap:]}
 
-        await self.store.update_meta(self.session_id, remember)
+        try:
+            await self.store.update_meta(self.session_id, remember)
+        except StoreError:
+            pending[:0] = new  # the next stream tries again
+            raise
         for stream_id in dropped:
             if stream_id != STANDALONE_STREAM:
                 await self.store.delete_stream(self.session_id, stream_id)

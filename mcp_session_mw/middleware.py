@@ -730,6 +730,7 @@ class SessionMiddleware:
         held = False
         status = 0
         durable: DurableResponse | None = None
+        local = self._locals.get(session.id)
 
         async with anyio.create_task_group() as tg:
 
@@ -750,6 +751,7 @@ class SessionMiddleware:
                             options=self.streams,
                             send=send,
                             task_group=tg,
+                            unrecorded=None if local is None else local.unrecorded_streams,
                         )
                         await durable.start(message)
                         session._streams.add(durable)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -57,6 +57,8 @@ class LocalSession:
     session: Session
     app_id: str | None = None
     worker: AppSessionWorker | None = None
+    unrecorded_streams: list[str] = field(default_factory=list)
+    """Streams this process opened and has not yet recorded in the session (see durable)."""
 
     def stop_worker(self) -> None:
         if self.worker is not None:
