@@ -92,11 +92,13 @@ from .rehydrate import (
     LocalSession,
     LocalSessions,
     close_app_session,
+    internal_scope,
     recreate_app_session,
 )
 from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle
 from .session import Session, _current
-from .setup_replay import is_setup_request, record_setup
+from .setup_replay import META_KEY as SETUP_META_KEY
+from .setup_replay import is_setup_request, record_setup, setup_changes
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
@@ -696,13 +698,23 @@ class SessionMiddleware:
                 if app_id is not None:
                     set_headers[_SESSION] = app_id.encode()
                 app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
+                if app_id is not None:
+                    await self._sync_setup(scope, app_id, version, local, record)
+                if attempt == 0 and is_setup_request(message):
+                    # Recorded before the client hears back, so its next request
+                    # finds it on whichever process it reaches.
+                    await self._record_setup(session_id, message)
                 may_retry = attempt == 0 and app_id is not None
                 status = await self._call_app(
                     app_scope, body, send, local.session, request_id, version, may_retry
                 )
                 if status is not None:
                     if is_setup_request(message) and 200 <= status < 300:
-                        await self._record_setup(session_id, message)
+                        # The app session ran it itself; changes other processes
+                        # recorded meanwhile are sent on its next request.
+                        local.applied_setup = record_setup(
+                            {SETUP_META_KEY: local.applied_setup}, message
+                        )[SETUP_META_KEY]
                     return
                 # The app answered 404: it no longer holds that session (idle
                 # timeout, restart). It never ran the request, so re-create once.
@@ -829,6 +841,31 @@ class SessionMiddleware:
         except StoreError:
             logger.warning("could not record a session-setup request", exc_info=True)
 
+    async def _sync_setup(
+        self, scope: Scope, app_id: str, version: str, local: LocalSession, record: SessionRecord
+    ) -> None:
+        """Bring a live app session to the setup recorded by other processes, if it changed."""
+        recorded = record.meta.get(SETUP_META_KEY)
+        if recorded == local.applied_setup:
+            return
+        sync_scope = internal_scope(
+            scope,
+            "POST",
+            {
+                b"content-type": b"application/json",
+                b"accept": b"application/json, text/event-stream",
+                _SESSION: app_id.encode(),
+                _VERSION: version.encode(),
+            },
+        )
+        for request in setup_changes(local.applied_setup, recorded):
+            answer = await call_and_capture(
+                self.app, sync_scope, json.dumps(request, separators=(",", ":")).encode()
+            )
+            if not 200 <= answer.status < 300:
+                logger.warning("the app refused a synced %s (%d)", request["method"], answer.status)
+        local.applied_setup = recorded
+
     async def _drain(self, scope: Scope, durable: DurableResponse) -> None:
         """Fetch the rest of a stream the app cut early, by its own Last-Event-ID.
 
@@ -877,6 +914,7 @@ class SessionMiddleware:
                 app_id = await recreate_app_session(self.app, scope, record)
                 self._learn_mode(app_id)
                 local.app_id = app_id
+                local.applied_setup = record.meta.get(SETUP_META_KEY)
                 self._start_worker(scope, session_id, local, record.protocol_version)
                 if app_id is not None:
                     metrics.SESSIONS_RESUMED.inc()

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Scope
 
 from .asgi import call_and_capture, with_headers
 from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
-from .records import SessionRecord
+from .records import JSONValue, SessionRecord
 from .session import Session
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ class LocalSession:
     worker: AppSessionWorker | None = None
     unrecorded_streams: list[str] = field(default_factory=list)
     """Streams this process opened and has not yet recorded in the session (see durable)."""
+    applied_setup: JSONValue = None
+    """The recorded session setup (see setup_replay) the app session has had."""
 
     def stop_worker(self) -> None:
         if self.worker is not None:

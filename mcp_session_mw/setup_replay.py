@@ -52,6 +52,29 @@ def record_setup(meta: dict[str, JSONValue], message: dict[str, Any]) -> dict[st
     return {**meta, META_KEY: setup}
 
 
+def setup_changes(old: JSONValue, new: JSONValue) -> list[dict[str, Any]]:
+    """Requests that move an app session from setup ``old`` to ``new`` (recorded dicts)."""
+    old_setup = old if isinstance(old, dict) else {}
+    new_setup = new if isinstance(new, dict) else {}
+    requests: list[dict[str, Any]] = []
+    level = new_setup.get("level")
+    if isinstance(level, str) and level != old_setup.get("level"):
+        requests.append({"method": SET_LEVEL, "params": {"level": level}})
+    before = _uris(old_setup)
+    after = _uris(new_setup)
+    requests.extend({"method": SUBSCRIBE, "params": {"uri": u}} for u in after if u not in before)
+    requests.extend({"method": UNSUBSCRIBE, "params": {"uri": u}} for u in before if u not in after)
+    for number, request in enumerate(requests):
+        request["jsonrpc"] = "2.0"
+        request["id"] = f"mcp-session-mw:sync-{number}"
+    return requests
+
+
+def _uris(setup: dict[str, Any]) -> list[str]:
+    known = setup.get("subscriptions")
+    return [u for u in known if isinstance(u, str)] if isinstance(known, list) else []
+
+
 def setup_requests(meta: dict[str, JSONValue]) -> list[dict[str, Any]]:
     """The requests that bring a fresh app session to the recorded setup."""
     setup = meta.get(META_KEY)

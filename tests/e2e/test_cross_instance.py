@@ -541,7 +541,6 @@ async def test_resource_updates_from_both_processes_reach_the_get_stream(
     assert_session_deleted(router)
 
 
-@pytest.mark.xfail(strict=True, reason=SETUP_NOT_SHARED)
 async def test_a_subscription_taken_by_one_process_holds_on_the_other(cluster: Cluster) -> None:
     router = RoundRobin(cluster)
     heard = Heard()
@@ -562,7 +561,6 @@ async def test_a_subscription_taken_by_one_process_holds_on_the_other(cluster: C
 # -- 3. the logging level ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=SETUP_NOT_SHARED)
 async def test_a_logging_level_taken_by_one_process_holds_on_the_other(cluster: Cluster) -> None:
     router = RoundRobin(cluster)
     heard = Heard()
