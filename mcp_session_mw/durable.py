@@ -28,7 +28,7 @@ from starlette.types import Message, Send
 from .errors import StoreError
 from .jsonrpc import INTERNAL_ERROR, RequestId
 from .records import StoredEvent, StreamState
-from .relay import register, server_request_id
+from .relay import register, tag_events
 from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
 from .stores.base import Store
 from .streams import (
@@ -347,15 +347,17 @@ class DurableResponse:
         stored: list[StoredEvent] = []
         if events and not self._failed:
             try:
+                items, pending = tag_events(
+                    [(event.data, event.event) for event in events], self.options.instance_id
+                )
+                if pending:  # before the client can see the request, so its reply finds us
+                    await register(self.store, self.session_id, pending, self.options.instance_id)
                 stored = await self.store.append_events(
                     self.session_id,
                     self.stream_id,
-                    [(event.data, event.event) for event in events],
+                    items,
                     max_events=self.options.max_events_per_stream,
                 )
-                keys = [k for k in (server_request_id(e.data) for e in events) if k]
-                if keys:  # before the client can see the request, so its reply finds us
-                    await register(self.store, self.session_id, keys, self.options.instance_id)
             except StoreError:
                 logger.warning("could not store SSE events; ending the stream", exc_info=True)
                 await self._fail()

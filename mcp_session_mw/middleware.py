@@ -95,7 +95,7 @@ from .rehydrate import (
     internal_scope,
     recreate_app_session,
 )
-from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle
+from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle, with_id
 from .session import Session, _current
 from .setup_replay import META_KEY as SETUP_META_KEY
 from .setup_replay import is_setup_request, record_setup, setup_changes
@@ -802,11 +802,13 @@ class SessionMiddleware:
         key: str,
     ) -> None:
         """Route a client's reply to the process holding the server request it answers."""
-        owner = owner_of(record.meta, key)
+        pending = owner_of(record.meta, key)
         request_id = request_id_of(message)
-        if owner is None:
+        if pending is None:
             await send_error(send, 400, INVALID_REQUEST, MSG_NO_PENDING_REQUEST, request_id)
             return
+        owner, app_request_id = pending
+        body = with_id(body, app_request_id)  # the app knows its request by its own id
         if owner == self.streams.instance_id:
             local = self._locals.get(session_id)
             if local is None or local.app_id is None:

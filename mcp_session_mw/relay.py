@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from typing import Any
 
 import anyio
@@ -50,8 +51,18 @@ def pending_key(request_id: Any) -> str:
     return json.dumps(request_id, separators=(",", ":"))
 
 
-def server_request_id(data: str) -> str | None:
-    """The pending key of an event that is a server-to-client request, else None."""
+Pending = tuple[str, JSONValue]
+"""(pending key, the app's own id) of one server-to-client request."""
+
+
+def tag_server_request(data: str, instance_id: str) -> tuple[str, Pending] | None:
+    """Give a server-to-client request an id unique in the session; None for other events.
+
+    Every app session numbers its requests from the same start, so two
+    processes holding one session would send the client requests with equal
+    ids. The client sees ``mcpmw-<instance>-<random>``; the app's own id is
+    kept in the pending table and put back when the reply is delivered.
+    """
     if '"method"' not in data or '"id"' not in data:
         return None
     try:
@@ -65,8 +76,34 @@ def server_request_id(data: str) -> str | None:
         and "result" not in message
         and "error" not in message
     ):
-        return pending_key(message["id"])
+        original = message["id"]
+        message["id"] = f"mcpmw-{instance_id}-{secrets.token_hex(8)}"
+        tagged = json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+        return tagged, (pending_key(message["id"]), original)
     return None
+
+
+def tag_events(
+    items: list[tuple[str, str | None]], instance_id: str
+) -> tuple[list[tuple[str, str | None]], list[Pending]]:
+    """``items`` with server requests re-identified, and their pending entries."""
+    out: list[tuple[str, str | None]] = []
+    pending: list[Pending] = []
+    for data, event in items:
+        tagged = tag_server_request(data, instance_id)
+        if tagged is None:
+            out.append((data, event))
+        else:
+            out.append((tagged[0], event))
+            pending.append(tagged[1])
+    return out, pending
+
+
+def with_id(body: bytes, request_id: JSONValue) -> bytes:
+    """A client's reply with the app's own request id put back."""
+    message = json.loads(body)
+    message["id"] = request_id
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def client_reply_key(message: Any) -> str | None:
@@ -81,14 +118,14 @@ def client_reply_key(message: Any) -> str | None:
     return None
 
 
-async def register(store: Store, session_id: str, keys: list[str], instance_id: str) -> None:
-    """Record that this process holds the server requests ``keys`` of the session."""
+async def register(store: Store, session_id: str, entries: list[Pending], instance_id: str) -> None:
+    """Record that this process holds these server requests of the session."""
 
     def add(meta: dict[str, JSONValue]) -> dict[str, JSONValue]:
         pending = meta.get(PENDING_KEY)
         table = dict(pending) if isinstance(pending, dict) else {}
-        for key in keys:
-            table[key] = instance_id
+        for key, original in entries:
+            table[key] = [instance_id, original]
         while len(table) > MAX_PENDING:
             del table[next(iter(table))]
         return {**meta, PENDING_KEY: table}
@@ -108,11 +145,13 @@ async def settle(store: Store, session_id: str, key: str) -> None:
     await store.update_meta(session_id, drop)
 
 
-def owner_of(meta: dict[str, JSONValue], key: str) -> str | None:
+def owner_of(meta: dict[str, JSONValue], key: str) -> tuple[str, JSONValue] | None:
+    """(instance holding the request, the app's own id) for a pending key."""
     pending = meta.get(PENDING_KEY)
     if isinstance(pending, dict):
-        owner = pending.get(key)
-        return owner if isinstance(owner, str) else None
+        entry = pending.get(key)
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str):
+            return entry[0], entry[1]
     return None
 
 
@@ -123,7 +162,8 @@ async def hand_over(
     stream_id = reply_stream(owner)
     if await store.load_stream(session_id, stream_id) is None:
         await store.open_stream(session_id, StreamState(stream_id=stream_id))
-    await store.append_event(session_id, stream_id, body.decode("utf-8", "replace"))
+    # The event name carries the pending key: the body already has the app's id.
+    await store.append_event(session_id, stream_id, body.decode("utf-8", "replace"), event=key)
     with anyio.move_on_after(timeout):
         while True:
             record = await store.load(session_id)
@@ -202,14 +242,12 @@ class AppSessionWorker:
                 logger.warning("could not copy the app's GET stream to the store", exc_info=True)
 
     async def _publish(self, events: list[SSEEvent]) -> None:
-        keys = [k for k in (server_request_id(e.data) for e in events) if k is not None]
-        if keys:
-            await register(self.store, self.session_id, keys, self.instance_id)
+        items, pending = tag_events([(e.data, e.event) for e in events], self.instance_id)
+        if pending:
+            await register(self.store, self.session_id, pending, self.instance_id)
         if await self.store.load_stream(self.session_id, STANDALONE_STREAM) is None:
             await self.store.open_stream(self.session_id, StreamState(STANDALONE_STREAM))
-        await self.store.append_events(
-            self.session_id, STANDALONE_STREAM, [(e.data, e.event) for e in events]
-        )
+        await self.store.append_events(self.session_id, STANDALONE_STREAM, items)
 
     async def _inbox(self) -> None:
         """Hand replies that reached other instances to this app session."""
@@ -227,15 +265,11 @@ class AppSessionWorker:
                     return  # the session is gone
                 for event in events:
                     last = event.seq
-                    await self._deliver(event.data)
+                    await self._deliver(event.data, event.event)
         except StoreError:
             logger.warning("the reply inbox of an app session stopped", exc_info=True)
 
-    async def _deliver(self, data: str) -> None:
-        try:
-            key = client_reply_key(json.loads(data))
-        except ValueError:
-            return
+    async def _deliver(self, data: str, key: str | None) -> None:
         answer = await call_and_capture(self.app, self._post_scope, data.encode())
         if not 200 <= answer.status < 300:
             logger.warning("the app refused a relayed reply (%d)", answer.status)

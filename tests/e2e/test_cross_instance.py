@@ -441,7 +441,6 @@ async def test_sampling_completes_when_replies_land_on_the_other_process(
     assert_session_deleted(router)
 
 
-@pytest.mark.xfail(strict=True, reason=SERVER_REQUEST_IDS_COLLIDE)
 async def test_concurrent_elicitations_on_both_processes_both_complete(
     cluster: Cluster,
 ) -> None:
