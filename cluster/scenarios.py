@@ -312,6 +312,21 @@ async def _stored_progress(cluster: Cluster, session: Session, stream_id: str) -
 # -- 3. rolling restart ----------------------------------------------------------------------
 
 
+async def _stream_in_store(cluster: Cluster, session: Session | None) -> str:
+    """What the store holds of a session's latest stream (for the report of a hang)."""
+    if session is None or not session.wire.stream_ids:
+        return "no stream"
+    sid, (_, stream_id) = session.wire.session_id, session.wire.stream_ids[-1]
+    async with cluster.spec.connect() as store:
+        record = await store.load(sid)
+        state = await store.load_stream(sid, stream_id)
+        last = state.last_seq if state is not None else 0
+        events = await store.read_events(sid, stream_id, max(0, last - 3), 10)
+    tail = [(e.seq, e.data[:120]) for e in events]
+    alive = record is not None
+    return f"in the store: session {sid[:8]} alive={alive}, stream {stream_id}: {state}; {tail}"
+
+
 def _doing(session: Session, what: str, since: float) -> Callable[[], str]:
     def describe() -> str:
         wire = session.wire
@@ -361,10 +376,12 @@ async def rolling_restart(cluster: Cluster, plan: Plan, say: Say) -> Counts:
 
     activity: dict[int, Callable[[], str]] = {}
     """What each client still running is doing, for the report of a hang."""
+    sessions: dict[int, Session] = {}
 
     async def client(number: int) -> None:
         activity[number] = lambda: "opening its session"
         async with open_session(cluster.url, f"rolling-{number}") as session:
+            sessions[number] = session
             counts.sessions += 1
             expected = 0
             unsure = 0  # failed calls since the last success: each may have counted
@@ -440,6 +457,8 @@ async def rolling_restart(cluster: Cluster, plan: Plan, say: Say) -> Counts:
             tg.start_soon(restarter)
     watch.finish()
     if bound.hung:
+        for number in sorted(activity):
+            counts.problems.append(await _stream_in_store(cluster, sessions.get(number)))
         return counts
 
     # A stream "lost its producer" when the pid that made its events (or, if it
