@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "-m", "cluster", *(argv or sys.argv[1:])])
         write_section(args.write, markdown(results, command, time.monotonic() - began))
         say(f"wrote the numbers to {args.write}")
-    return 1 if any(c.problem_count for c in results) or not results else 0
+    failed = any(c.problem_count or c.known for c in results)
+    return 1 if failed or not results else 0
 
 
 if __name__ == "__main__":

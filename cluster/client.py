@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import anyio
 import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -24,6 +25,7 @@ from mcp_types import Implementation
 
 HTTP_TIMEOUT = httpx2.Timeout(30.0, read=120.0)
 """Bounds a stuck request; generous, the box is small and shared."""
+STREAM_UNANSWERED = "no answer within {limit:.0f} s; resumed {resumes} times, last from {last}"
 LAST_EVENT_ID = "last-event-id"
 SESSION_HEADER = "mcp-session-id"
 
@@ -136,6 +138,8 @@ class StreamRecord:
     error: str | None = None
     error_code: int | None = None
     stream_id: str = ""
+    unanswered: bool = False
+    """True when the call was given up after ``limit`` seconds without an answer."""
 
     @property
     def lost(self) -> int:
@@ -174,10 +178,38 @@ class Session:
         delay_ms: int = 0,
         hold_at: int | None = None,
         on_step: Callable[[StreamRecord], Awaitable[None]] | None = None,
+        limit: float | None = None,
     ) -> StreamRecord:
-        """Call ``stream``; an error (MCPError) is recorded, not raised."""
+        """Call ``stream``; an error (MCPError) is recorded, not raised.
+
+        With ``limit``, a call that has no answer after that many seconds is
+        given up and recorded as ``unanswered`` (the session stays usable).
+        """
         record = StreamRecord(n, time.monotonic())
         before = len(self.wire.stream_ids)
+        resumes_before = len(self.wire.resumed_from)
+        with anyio.move_on_after(limit) as bound:
+            await self._call_stream(record, on_step, delay_ms, hold_at)
+        if bound.cancelled_caught:
+            record.unanswered = True
+            resumed = self.wire.resumed_from[resumes_before:]
+            record.error = STREAM_UNANSWERED.format(
+                limit=limit, resumes=len(resumed), last=resumed[-1] if resumed else None
+            )
+        record.ended = time.monotonic()
+        for tool, stream_id in self.wire.stream_ids[before:]:
+            if tool == "stream":
+                record.stream_id = stream_id
+        return record
+
+    async def _call_stream(
+        self,
+        record: StreamRecord,
+        on_step: Callable[[StreamRecord], Awaitable[None]] | None,
+        delay_ms: int,
+        hold_at: int | None,
+    ) -> None:
+        n = record.n
 
         async def on_progress(progress: float, total: float | None, message: str | None) -> None:
             record.progress.append(int(progress))
@@ -198,11 +230,6 @@ class Session:
                 record.error = f"tool error: {result.content}"
             else:
                 record.result_pid = int(result.structured_content["pid"])
-        record.ended = time.monotonic()
-        for tool, stream_id in self.wire.stream_ids[before:]:
-            if tool == "stream":
-                record.stream_id = stream_id
-        return record
 
 
 @asynccontextmanager

@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
-from .procs import HOST, Child, ClusterError, free_port
+import anyio
+
+from .procs import HOST, POLL_INTERVAL, Child, ClusterError, free_port
 
 TEMPLATE = Path(__file__).with_name("nginx.conf.template")
 NGINX_PATHS = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
@@ -27,6 +31,7 @@ READ_TIMEOUT = 3600
 FAIL_TIMEOUT = 1
 """Seconds an instance that refused a connection is left out of the rotation."""
 APT_TIMEOUT = 600.0
+RELOAD_TIMEOUT = 30.0
 
 NO_NGINX = "nginx is not installed and cannot be installed here: {why}"
 
@@ -70,9 +75,13 @@ def find_nginx(*, install: bool = True) -> str:
     return found
 
 
-def render_config(prefix: Path, port: int, upstream_ports: list[int]) -> str:
+def render_config(
+    prefix: Path, port: int, upstream_ports: list[int], down: frozenset[int] = frozenset()
+) -> str:
+    """The config; instances whose port is in ``down`` get no new requests."""
     servers = "\n".join(
-        f"        server {HOST}:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s;"
+        f"        server {HOST}:{p} max_fails=1 fail_timeout={FAIL_TIMEOUT}s"
+        + (" down;" if p in down else ";")
         for p in upstream_ports
     )
     # As root, nginx would run its worker as nobody, which cannot use the 0700
@@ -102,9 +111,13 @@ class AccessLine:
 
     @property
     def from_nginx(self) -> bool:
-        """True when nginx made this status itself (no instance answered with it)."""
-        last = self.upstream_status.rsplit(",", 1)[-1].strip()
-        return last != str(self.status)
+        """True when nginx made this status itself: no instance answered the request.
+
+        ``$upstream_status`` cannot tell (nginx logs 502 there too when an
+        instance drops the connection), but the instances never answer 502 or
+        504 themselves, and nginx makes nothing else here.
+        """
+        return self.status in (502, 504) or self.upstream_status.endswith("-")
 
 
 def parse_access_line(line: str) -> AccessLine | None:
@@ -127,6 +140,31 @@ class Nginx(Child):
         command = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "error.log")]
         super().__init__("nginx", command, port, workdir / "nginx.out", workdir)
         self.access_log = workdir / "access.log"
+        self.conf = conf
+        self.upstream_ports = upstream_ports
+
+    async def route_around(self, down: frozenset[int]) -> None:
+        """Reload with the instances on ``down`` left out of the rotation.
+
+        What a load balancer is told before a deploy stops an instance. The
+        requests already on their way to it (streams included) are not
+        touched: the old worker serves them to the end. Returns once the new
+        worker runs.
+        """
+        self.conf.write_text(render_config(self.workdir, self.port, self.upstream_ports, down))
+        started = self._worker_starts()
+        os.kill(self.pid, signal.SIGHUP)  # the master only: it starts a new worker
+        deadline = time.monotonic() + RELOAD_TIMEOUT
+        while self._worker_starts() == started:
+            if time.monotonic() > deadline:
+                raise ClusterError(f"nginx did not reload:\n{self.error_log_tail()}")
+            await anyio.sleep(POLL_INTERVAL)
+
+    def _worker_starts(self) -> int:
+        path = self.workdir / "error.log"
+        return (
+            path.read_text(errors="replace").count("start worker process") if path.exists() else 0
+        )
 
     @property
     def url(self) -> str:

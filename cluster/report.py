@@ -27,11 +27,18 @@ def _causes(counter: Iterable[tuple[str, int]]) -> str:
     return "; ".join(items) if items else "none"
 
 
+def _first_line(text: str, limit: int = 300) -> str:
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else f"{line[:limit]}…"
+
+
 def summary(results: list[Counts]) -> str:
     """Plain text for the terminal: one block per scenario."""
     lines: list[str] = []
     for c in results:
         verdict = "ok" if not c.problem_count else f"{c.problem_count} PROBLEM(S)"
+        if c.known:
+            verdict += f", {len(c.known)} KNOWN FAILURE(S)"
         lines.append(f"[{c.store}] {c.scenario}: {verdict} ({c.seconds:.0f} s)")
         lines.append(
             f"    sessions {c.sessions}, HTTP requests {c.requests}, tool calls {c.tool_calls}, "
@@ -42,6 +49,7 @@ def summary(results: list[Counts]) -> str:
             lines.append(f"    failed calls: {_causes(c.failed_calls.items())}")
         lines.extend(f"    - {note}" for note in c.notes)
         lines.extend(f"    ! {problem}" for problem in c.problems)
+        lines.extend(f"    ? {known}" for known in c.known)
     return "\n".join(lines)
 
 
@@ -61,6 +69,8 @@ def markdown(results: list[Counts], command: str, seconds: float) -> str:
     ]
     for c in results:
         verdict = "pass" if not c.problem_count else f"**{c.problem_count} problems**"
+        if c.known:
+            verdict += f", **{len(c.known)} known failure**"
         out.append(
             f"| {c.store} | {c.scenario} | {verdict} | {c.sessions} | {c.requests} "
             f"| {c.tool_calls} | {c.streams} | {c.events} | {c.lost} | {c.duplicated} "
@@ -68,7 +78,11 @@ def markdown(results: list[Counts], command: str, seconds: float) -> str:
         )
     out.append("")
     for c in results:
-        details = [*c.notes, *(f"problem: {p}" for p in c.problems)]
+        details = [
+            *c.notes,
+            *(f"problem: {_first_line(p)}" for p in c.problems),
+            *(f"known failure: {_first_line(k, 600)}" for k in c.known),
+        ]
         if details:
             out.append(f"- {c.store}, {c.scenario}: " + "; ".join(details) + ".")
     out.extend(["", END])
