@@ -46,8 +46,8 @@ check: test lint typecheck docs ## everything CI runs
 docs: $(BIN)/.installed ## build the documentation site into site/ (mkdocs --strict: a broken link fails)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: $(BIN)/.installed ## run the benchmarks under bench/ (needs the local services)
-	$(BIN)/python bench/streaming.py
+bench: $(BIN)/.installed ## run the benchmark suite (bench/suite.py, ~10 min; needs the local services) and update docs/benchmarks.md
+	$(BIN)/python bench/suite.py
 
 cluster-demo: $(BIN)/.installed ## three instances behind nginx: crash, rolling restart, store outage (CLUSTER_ARGS=--write)
 	$(BIN)/python -m cluster $(CLUSTER_ARGS)
