@@ -37,7 +37,7 @@ from streaming import _drop, _versions, store_url
 from mcp_session_mw.sse import SSEEvent, SSEParser
 
 STREAMS = 1_000
-TICKS = 6
+TICKS = 4
 INTERVAL = 2.0
 SCALE_STORES = ("memory",)
 OPEN_CONCURRENCY = 50

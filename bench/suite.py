@@ -41,8 +41,8 @@ PARTS = ("requests", "sessions", "memory", "scale", "streaming")
 # Sizes for a ~10 minute suite on two shared cores (each script's defaults are larger).
 REQUEST_WINDOW = 1.5
 REQUEST_ROUNDS = 3
-SESSION_WINDOW = 1.5
-MEMORY_SESSIONS = 5_000
+SESSION_WINDOW = 1.0
+MEMORY_SESSIONS = 2_000
 STREAM_EVENTS = 10_000
 STREAM_ROUNDS = 3
 STREAM_BUDGET = 25.0
