@@ -7,10 +7,14 @@ costs one store round trip instead of one each, and the app is held back only
 when the queue is full (``QUEUE_SIZE`` items).
 
 Most responses are one event (a tool's result), so the per-response
-bookkeeping is kept small: one task opens the stream and writes, another
-renews the lease; both end on their own when the response does, so nothing
-has to be cancelled (an anyio cancel formats the task's repr, which costs
-more than the rest of a small response).
+bookkeeping is kept small: one task writes, another renews the lease; both end
+on their own when the response does, so nothing has to be cancelled (an anyio
+cancel formats the task's repr, which costs more than the rest of a small
+response). The stream is opened in the store with its first events, and
+finished with its final response, in the same ``write_stream`` call: a tool
+that answers at once costs one store write. A response that sends nothing for
+``OPEN_DELAY`` seconds has its stream opened on its own, so a resuming client
+and the lease find it.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
@@ -49,6 +54,8 @@ QUEUE_SIZE = 1024
 """Items (events, comments) parsed but not yet stored before the app's sends wait."""
 BATCH_SIZE = 500
 """At most this many events go to the store in one call."""
+OPEN_DELAY = 0.05
+"""Seconds the writer waits for the app's first event before it opens the stream alone."""
 RECORD_EVERY = 10
 """New streams are recorded in the session (for ``max_streams_per_session``) in batches
 of a tenth of the cap: one session update per that many requests, not one each."""
@@ -73,6 +80,11 @@ class DurableResponse:
     with ``Last-Event-ID`` gets it. When the client's connection must end
     early (``max_stream_seconds``, or :meth:`close_connection`), the HTTP
     response is finished while the app's events keep flowing into the store.
+
+    A response whose first events include its final answer (most tool calls)
+    is written from the app's own send, in one ``write_stream`` call that
+    opens, appends and finishes the stream. Anything longer gets a writer task
+    and a queue, so bursts are stored in batches while the app goes on.
     """
 
     def __init__(
@@ -105,23 +117,28 @@ class DurableResponse:
         self._send_lock = anyio.Lock(fast_acquire=True)
         self._finished = False
         self._failed = False
+        self._final_event: SSEEvent | None = None
+        self._final_stored = False
+        self._opened = False
+        self._stream_done = False
+        self._first_item = anyio.Event()
+        self._done = anyio.Event()
+        self._open_busy: anyio.Event | None = None
         self._cut_scope: anyio.CancelScope | None = None
+        self._queue_in: MemoryObjectSendStream[_Item] | None = None
         self._writer_done: anyio.Event | None = None
-        self._queue_in, self._queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
 
     # -- the app's side ----------------------------------------------------------
 
     async def start(self, message: Message) -> None:
-        """Send the response start (and priming event); open the stream in the store meanwhile.
+        """Send the response start (and priming event); the store is written later.
 
-        The store round trip runs beside the app instead of holding up its
-        first send: the SDK drops its own priming event when a tool closes the
-        stream (``close_sse_stream``) before that event was written, and then
-        the rest of the stream could not be fetched from it.
+        No store round trip holds up the app's first send: the SDK drops its
+        own priming event when a tool closes the stream (``close_sse_stream``)
+        before that event was written, and then the rest of the stream could
+        not be fetched from it.
         """
-        self._writer_done = anyio.Event()
-        self._tg.start_soon(self._run)
-        self._tg.start_soon(self._keep_lease)
+        self._tg.start_soon(self._watch)
         if self.options.max_stream_seconds is not None:
             self._cut_scope = anyio.CancelScope()
             self._tg.start_soon(self._cut_after, self._cut_scope, self.options.max_stream_seconds)
@@ -138,7 +155,7 @@ class DurableResponse:
             )
 
     async def body(self, message: Message) -> None:
-        """Queue what one body message of the app carries for storing and forwarding."""
+        """Store and forward what one body message of the app carries, or queue it for that."""
         more = bool(message.get("more_body", False))
         try:
             items = self._parser.feed(message.get("body", b""))
@@ -147,6 +164,7 @@ class DurableResponse:
         except SSEParseError:
             logger.warning("the app sent an SSE body that cannot be parsed; dropped")
             items = []
+        kept: list[_Item] = []
         for item in items:
             if isinstance(item, SSEEvent):
                 if item.id:
@@ -154,14 +172,32 @@ class DurableResponse:
                 if not item.data:
                     continue  # the app's own priming event: ours was sent instead
                 if self._is_final(item.data):
+                    self._final_event = item
+            kept.append(item)
+        has_events = any(isinstance(kept_item, SSEEvent) for kept_item in kept)
+        if has_events:
+            self._first_item.set()
+        if self._queue_in is None and (self._final_event is not None or not has_events):
+            # Nothing queued before it and the answer is here (or no event
+            # at all): written from this send, no writer task needed.
+            if kept:
+                await self._write_batch(kept)
+            self.final_seen = self._final_event is not None
+        else:
+            queue = self._queue_in or self._start_writer()
+            for queued in kept:
+                await queue.send(queued)
+                # Only once it is queued: a send cancelled on the way (the
+                # server exiting) leaves the response without its answer, and
+                # finish() stores the error for it.
+                if queued is self._final_event:
                     self.final_seen = True
-            await self._queue_in.send(item)
         if not more and self.needs_drain:
             # The app ended the response before its result (it closed the
             # stream for polling): end the client's connection too, once what
             # came before is out, and let the middleware fetch the rest.
             self._parser = SSEParser()
-            await self._queue_in.send(_Mark(close=True))
+            await self.request_close()
 
     @property
     def needs_drain(self) -> bool:
@@ -175,7 +211,7 @@ class DurableResponse:
 
     async def flush(self) -> None:
         """Wait until everything queued so far is stored and forwarded."""
-        if self._finished:
+        if self._finished or self._queue_in is None:
             return
         flushed = anyio.Event()
         await self._queue_in.send(_Mark(flushed=flushed))
@@ -191,26 +227,38 @@ class DurableResponse:
         if self._finished:
             return
         # The writer stores and forwards what is queued, then ends.
-        self._queue_in.close()
+        if self._queue_in is not None:
+            self._queue_in.close()
+        self._first_item.set()
         if self._writer_done is not None:
             await self._writer_done.wait()
+        await self._wait_open()
         self._finished = True
         if self._cut_scope is not None:
             self._cut_scope.cancel()
             self._cut_scope = None
-        if not self._failed:
+        if not self._failed and not self._stream_done:
+            items: list[tuple[str, str | None]] = []
+            if not self._final_stored and self.request_id is not None:
+                # The app ended without its answer stored (it crashed, cut a
+                # stream it cannot resume, or its send was cancelled as the
+                # server exited): answer for it so no client waits forever.
+                data = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
+                items.append((data, "message"))
             try:
-                if not self.final_seen and self.request_id is not None:
-                    # The app ended without answering (it crashed, or cut a stream
-                    # it cannot resume): answer for it so no client waits forever.
-                    data = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
-                    [stored] = await self.store.append_events(
-                        self.session_id, self.stream_id, [(data, "message")]
-                    )
-                    await self._to_client(_body(encode_stored(stored)))
-                await self.store.finish_stream(self.session_id, self.stream_id)
+                stored = await self.store.write_stream(
+                    self.session_id,
+                    self.stream_id,
+                    items,
+                    open_as=None if self._opened else self._state(),
+                    finish=True,
+                )
+                self._opened = self._stream_done = True
+                if stored:
+                    await self._to_client(_body(encode_stored(stored[0])))
             except StoreError:
                 logger.warning("could not mark a stream finished", exc_info=True)
+        self._done.set()
         await self.close_connection()
 
     async def request_close(self) -> None:
@@ -219,7 +267,7 @@ class DurableResponse:
         Later events are still stored, and the client resumes by GET with
         ``Last-Event-ID`` (SEP-1699 polling).
         """
-        if self._finished:
+        if self._finished or self._queue_in is None:
             await self.close_connection()
             return
         try:
@@ -239,30 +287,62 @@ class DurableResponse:
 
     # -- background duties ---------------------------------------------------------
 
-    async def _run(self) -> None:
-        """Open the stream in the store, then store and forward until the response ends."""
-        try:
-            await self._open()
-            await self._write()
-        finally:
-            assert self._writer_done is not None
-            self._writer_done.set()
+    def _start_writer(self) -> MemoryObjectSendStream[_Item]:
+        self._queue_in, queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
+        self._writer_done = anyio.Event()
+        self._tg.start_soon(self._write, queue_out)
+        return self._queue_in
 
-    async def _open(self) -> None:
+    async def _watch(self) -> None:
+        """Open the stream if the app sends nothing for a while; renew the lease until done.
+
+        A resuming client finds the stream, and tells a live producer from a
+        dead one by the lease, every third of ``lease_seconds`` renewed.
+        """
+        with anyio.move_on_after(OPEN_DELAY):
+            await self._first_item.wait()
+        if not self._first_item.is_set():
+            self._open_busy = busy = anyio.Event()
+            try:
+                await self._open_alone()
+            finally:
+                busy.set()
+        interval = self.options.lease_seconds / 3
+        while True:
+            with anyio.move_on_after(interval):
+                await self._done.wait()
+                return
+            await self._renew_lease()
+
+    async def _wait_open(self) -> None:
+        if self._open_busy is not None:
+            await self._open_busy.wait()
+
+    def _state(self) -> StreamState:
+        return StreamState(
+            stream_id=self.stream_id,
+            request_id=self.request_id,
+            owner=self.options.instance_id,
+            lease_expires=self.store.now() + self.options.lease_seconds,
+        )
+
+    async def _open_alone(self) -> None:
         try:
-            await self.store.open_stream(
-                self.session_id,
-                StreamState(
-                    stream_id=self.stream_id,
-                    request_id=self.request_id,
-                    owner=self.options.instance_id,
-                    lease_expires=self.store.now() + self.options.lease_seconds,
-                ),
+            await self.store.write_stream(
+                self.session_id, self.stream_id, [], open_as=self._state()
             )
-            await self._cap_streams()
         except StoreError:
             logger.warning("could not open a durable stream", exc_info=True)
-            self._failed = True
+            await self._fail()
+            return
+        await self._opened_now()
+
+    async def _opened_now(self) -> None:
+        self._opened = True
+        try:
+            await self._cap_streams()
+        except StoreError:
+            logger.warning("could not record a durable stream in its session", exc_info=True)
 
     async def _cap_streams(self) -> None:
         """Keep at most ``max_streams_per_session`` request streams; drop the oldest.
@@ -301,38 +381,31 @@ class DurableResponse:
             if stream_id != STANDALONE_STREAM:
                 await self.store.delete_stream(self.session_id, stream_id)
 
-    async def _write(self) -> None:
+    async def _write(self, queue: MemoryObjectReceiveStream[_Item]) -> None:
         """Store each burst of queued events in one call, then forward it."""
-        async with self._queue_out:
-            async for first in self._queue_out:
-                batch = [first]
-                events = 1 if isinstance(first, SSEEvent) else 0
-                while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
-                    try:
-                        item = self._queue_out.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                    batch.append(item)
-                    events += isinstance(item, SSEEvent)
-                await self._write_batch(batch)
-
-    async def _keep_lease(self) -> None:
-        """Renew the stream's lease every third of ``lease_seconds`` until the writer is done.
-
-        A resuming client tells a live producer from a dead one by the lease.
-        """
-        assert self._writer_done is not None
-        interval = self.options.lease_seconds / 3
-        while True:
-            with anyio.move_on_after(interval):
-                await self._writer_done.wait()
-                return
-            await self._renew_lease()
+        try:
+            async with queue:
+                async for first in queue:
+                    batch = [first]
+                    events = 1 if isinstance(first, SSEEvent) else 0
+                    while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
+                        try:
+                            item = queue.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        batch.append(item)
+                        events += isinstance(item, SSEEvent)
+                    await self._write_batch(batch)
+        finally:
+            assert self._writer_done is not None
+            self._writer_done.set()
 
     async def _write_batch(self, batch: list[_Item]) -> None:
         mark = batch[-1] if isinstance(batch[-1], _Mark) else None
         events = [item for item in batch if isinstance(item, SSEEvent)]
         stored: list[StoredEvent] = []
+        if events and not self._failed:
+            await self._wait_open()
         if events and not self._failed:
             try:
                 items, pending = tag_events(
@@ -340,12 +413,22 @@ class DurableResponse:
                 )
                 if pending:  # before the client can see the request, so its reply finds us
                     await register(self.store, self.session_id, pending, self.options.instance_id)
-                stored = await self.store.append_events(
+                final = self._final_event is not None and any(
+                    event is self._final_event for event in events
+                )
+                opening = None if self._opened else self._state()
+                stored = await self.store.write_stream(
                     self.session_id,
                     self.stream_id,
                     items,
+                    open_as=opening,
+                    finish=final,
                     max_events=self.options.max_events_per_stream,
                 )
+                if final:
+                    self._final_stored = self._stream_done = True
+                if opening is not None:
+                    await self._opened_now()
             except StoreError:
                 logger.warning("could not store SSE events; ending the stream", exc_info=True)
                 await self._fail()
@@ -367,6 +450,8 @@ class DurableResponse:
 
     async def _fail(self) -> None:
         """The store is unavailable: end the response with a JSON-RPC error for the request."""
+        if self._failed:
+            return
         self._failed = True
         error = error_event(self.request_id, INTERNAL_ERROR, MSG_STREAM_STORE_UNAVAILABLE)
         await self._to_client(_body(encode_event(error)))
@@ -382,6 +467,8 @@ class DurableResponse:
                 self._client_open = False
 
     async def _renew_lease(self) -> None:
+        if not self._opened or self._stream_done:
+            return
         try:
             await self.store.renew_stream(
                 self.session_id, self.stream_id, self.store.now() + self.options.lease_seconds

@@ -451,6 +451,26 @@ class EncryptedStore(Store):
         stored = await self._backend._append_events(key, stream_id, sealed, max_events)
         return [replace(s, data=data) for s, (data, _) in zip(stored, items, strict=True)]
 
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        if not items:
+            return await self._backend._write_stream(
+                key, stream_id, items, open_as, finish, max_events
+            )
+        data_key = await self._event_key(key)
+        sealed = [(self._seal_event(data_key, stream_id, data), event) for data, event in items]
+        stored = await self._backend._write_stream(
+            key, stream_id, sealed, open_as, finish, max_events
+        )
+        return [replace(s, data=data) for s, (data, _) in zip(stored, items, strict=True)]
+
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]:

@@ -88,6 +88,7 @@ STORE_OPERATIONS = (
     "finish_stream",
     "append_event",
     "append_events",
+    "write_stream",
     "delete_stream",
     "read_events",
 )
@@ -229,7 +230,7 @@ def _timed(operation: str, method: Callable[..., Awaitable[Any]], kind: str) -> 
     observe = STORE_SECONDS.labels(operation).observe
     span_name = SPAN_PREFIX + operation
     attributes = {"mcp_session_mw.store": kind, "db.operation.name": operation}
-    count_events = operation in ("append_event", "append_events")
+    count_events = operation in ("append_event", "append_events", "write_stream")
 
     async def call(*args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()

@@ -44,7 +44,7 @@ from .asgi import (
     wait_forever,
     with_headers,
 )
-from .durable import DurableResponse
+from .durable import OPEN_DELAY, DurableResponse
 from .errors import ConfigurationError, StoreError
 from .janitor import Janitor
 from .jsonrpc import (
@@ -501,6 +501,11 @@ class SessionMiddleware:
                     if position is None
                     else await self.store.load_stream(session_id, position[0])
                 )
+                if state is None and position is not None and position[1] == 0:
+                    # A priming event's id: its stream is stored with the first
+                    # event of its response, or OPEN_DELAY after its start.
+                    await anyio.sleep(2 * OPEN_DELAY)
+                    state = await self.store.load_stream(session_id, position[0])
                 if position is None or state is None:
                     # Another session's id is answered exactly like an unknown one.
                     await send_error(send, 400, INVALID_REQUEST, MSG_BAD_EVENT_ID)

@@ -318,6 +318,31 @@ class Store(abc.ABC):
             return []
         return await self._append_events(self.key(session_id), stream_id, items, max_events)
 
+    async def write_stream(
+        self,
+        session_id: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        *,
+        open_as: StreamState | None = None,
+        finish: bool = False,
+        max_events: int | None = None,
+    ) -> list[StoredEvent]:
+        """Open the stream (``open_as``), append ``items`` and mark it done (``finish``).
+
+        Each part is optional; what is asked for is done as one write, in one
+        round trip on the backends that can (memory, Redis, PostgreSQL, SQLite):
+        most responses of an MCP server are one event, and this stores one in
+        a single call instead of three. ``open_as`` is :meth:`open_stream`'s
+        state (its ``stream_id`` must be ``stream_id``). Same errors as the
+        three calls it stands for; either all of it is stored or none.
+        """
+        if open_as is not None and open_as.stream_id != stream_id:
+            raise ValueError("open_as.stream_id must be the stream written")
+        return await self._write_stream(
+            self.key(session_id), stream_id, items, open_as, finish, max_events
+        )
+
     async def delete_stream(self, session_id: str, stream_id: str) -> bool:
         """Remove one stream and its events; True if it existed. Idempotent."""
         return await self._delete_stream(self.key(session_id), stream_id)
@@ -421,6 +446,26 @@ class Store(abc.ABC):
             await self._append_event(key, stream_id, data, event, max_events)
             for data, event in items
         ]
+
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        """Default: the calls it stands for, one after the other (not atomic).
+
+        Backends override it with one atomic round trip.
+        """
+        if open_as is not None:
+            await self._open_stream(key, open_as)
+        stored = await self._append_events(key, stream_id, items, max_events) if items else []
+        if finish:
+            await self._finish_stream(key, stream_id)
+        return stored
 
     @abc.abstractmethod
     async def _delete_stream(self, key: str, stream_id: str) -> bool: ...

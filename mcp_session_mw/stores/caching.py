@@ -282,6 +282,17 @@ class CachingStore(Store):
     async def _finish_stream(self, key: str, stream_id: str) -> None:
         await self._backend._finish_stream(key, stream_id)
 
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        return await self._backend._write_stream(key, stream_id, items, open_as, finish, max_events)
+
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
     ) -> StoredEvent:

@@ -276,45 +276,70 @@ if ARGV[5] == '1' then wake(KEYS[1], stream_px(KEYS[1], now)) end
 return 1
 """
 
-# ARGV: now, stream id, max events ('' for no trimming), then two per event: data, and
-# the event name prefixed by '+' ('-' for none). Every event is one XADD in this one
-# script, so a batch is atomic and its seqs are consecutive. Returns the last new
-# seq (the batch holds the (#ARGV - 3) / 2 seqs up to it), -1 (no session) or -2
-# (no stream).
-_APPEND = """
+# ARGV: now, stream id, max events ('' for no trimming), open ('1'/'0'), the open's
+# request id JSON, owner and lease, finish ('1'/'0'), then two per event: data, and
+# the event name prefixed by '+' ('-' for none). Opens (or takes over) the stream if
+# asked, appends every event as one XADD each, marks the stream done if asked: one
+# script, so atomic, and the seqs of a batch are consecutive. Returns the last seq
+# (the batch holds the (#ARGV - 8) / 2 seqs up to it), -1 (no session) or -2 (no
+# stream).
+_WRITE = """
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
-if not cur[2] then return -2 end
+local px = false
+if ARGV[4] == '1' then
+  cur[1] = cur[1] or '1'
+  cur[2] = cur[2] or '0'
+  redis.call('HSET', st, 'r', ARGV[5], 'o', ARGV[6], 'l', ARGV[7],
+    'f', cur[1], 'n', cur[2], 'z', '0')
+  redis.call('SADD', KEYS[1] .. ':streams', ARGV[2])
+  px = stream_px(KEYS[1], now)
+  redis.call('PEXPIRE', st, px)
+  redis.call('PEXPIRE', KEYS[1] .. ':streams', px)
+elseif not cur[2] then
+  return -2
+end
 local n = tonumber(cur[2])
-local f = tonumber(cur[1])
-local ev = KEYS[1] .. ':ev:' .. ARGV[2]
-local fresh = redis.call('EXISTS', ev) == 0
-local head = {'XADD', ev}
-if ARGV[3] ~= '' then
-  head = {'XADD', ev, 'MAXLEN', ARGV[3]}
-end
-local h = #head
-for i = 4, #ARGV, 2 do
-  n = n + 1
-  local cmd = {unpack(head)}
-  cmd[h + 1] = string.format('0-%d', n)
-  cmd[h + 2] = 'd'
-  cmd[h + 3] = ARGV[i]
-  local name = ARGV[i + 1]
-  if string.sub(name, 1, 1) == '+' then
-    cmd[h + 4] = 'e'
-    cmd[h + 5] = string.sub(name, 2)
+if #ARGV > 8 then
+  local f = tonumber(cur[1])
+  local ev = KEYS[1] .. ':ev:' .. ARGV[2]
+  local fresh = redis.call('EXISTS', ev) == 0
+  local head = {'XADD', ev}
+  if ARGV[3] ~= '' then
+    head = {'XADD', ev, 'MAXLEN', ARGV[3]}
   end
-  redis.call(unpack(cmd))
+  local h = #head
+  for i = 9, #ARGV, 2 do
+    n = n + 1
+    local cmd = {unpack(head)}
+    cmd[h + 1] = string.format('0-%d', n)
+    cmd[h + 2] = 'd'
+    cmd[h + 3] = ARGV[i]
+    local name = ARGV[i + 1]
+    if string.sub(name, 1, 1) == '+' then
+      cmd[h + 4] = 'e'
+      cmd[h + 5] = string.sub(name, 2)
+    end
+    redis.call(unpack(cmd))
+  end
+  if ARGV[3] ~= '' then
+    local max = tonumber(ARGV[3])
+    if n - f + 1 > max then f = n - max + 1 end
+  end
+  redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
+  if fresh then
+    px = px or stream_px(KEYS[1], now)
+    redis.call('PEXPIRE', ev, px)
+  end
 end
-if ARGV[3] ~= '' then
-  local max = tonumber(ARGV[3])
-  if n - f + 1 > max then f = n - max + 1 end
+if ARGV[8] == '1' then
+  redis.call('HSET', st, 'z', '1')
 end
-redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
-if fresh then redis.call('PEXPIRE', ev, stream_px(KEYS[1], now)) end
+if ARGV[4] == '1' or ARGV[8] == '1' then
+  wake(KEYS[1], px or stream_px(KEYS[1], now))
+end
 return n
 """
 
@@ -462,7 +487,7 @@ _DELETE_SCRIPT = _Script(_DELETE)
 _PURGE_EXPIRED_SCRIPT = _Script(_PURGE_EXPIRED)
 _OPEN_STREAM_SCRIPT = _Script(_OPEN_STREAM)
 _SET_STREAM_FIELD_SCRIPT = _Script(_SET_STREAM_FIELD)
-_APPEND_SCRIPT = _Script(_APPEND)
+_WRITE_SCRIPT = _Script(_WRITE)
 _DELETE_STREAM_SCRIPT = _Script(_DELETE_STREAM)
 _LOAD_STREAM_SCRIPT = _Script(_LOAD_STREAM)
 _READ_SCRIPT = _Script(_READ)
@@ -500,6 +525,13 @@ def _record_values(record: SessionRecord) -> list[str]:
         "0" if record.principal is None else "1",
         record.principal or "",
     ]
+
+
+def _request_id_json(state: StreamState) -> str:
+    try:
+        return json.dumps(state.request_id)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"stream request id is not JSON-encodable: {exc}") from exc
 
 
 def _import_redis() -> Any:
@@ -969,14 +1001,10 @@ class RedisStore(Store):
     # -- events ----------------------------------------------------------------------
 
     async def _open_stream(self, key: str, state: StreamState) -> StreamState:
-        try:
-            request_id = json.dumps(state.request_id)
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"stream request id is not JSON-encodable: {exc}") from exc
         args = [
             _num(self.now()),
             state.stream_id,
-            request_id,
+            _request_id_json(state),
             state.owner,
             _num(state.lease_expires),
         ]
@@ -1045,6 +1073,18 @@ class RedisStore(Store):
         """One script call for the whole batch: one round trip, atomic, consecutive seqs."""
         if not items:
             return []
+        return await self._write_stream(key, stream_id, items, None, False, max_events)
+
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        """Open, append and finish in one script call: one round trip, atomic."""
         if max_events is None:
             max_events = self._max_events
         args = [
@@ -1052,11 +1092,21 @@ class RedisStore(Store):
             stream_id,
             "" if max_events is None else str(max(0, max_events)),
         ]
+        if open_as is None:
+            args += ["0", "", "", "", "1" if finish else "0"]
+        else:
+            args += [
+                "1",
+                _request_id_json(open_as),
+                open_as.owner,
+                _num(open_as.lease_expires),
+                "1" if finish else "0",
+            ]
         for data, event in items:
             args.append(data)
             args.append("-" if event is None else "+" + event)
         with self._guard:
-            last = int(await _APPEND_SCRIPT(self.client, [self._base(key)], args))
+            last = int(await _WRITE_SCRIPT(self.client, [self._base(key)], args))
         if last == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
         if last == -2:

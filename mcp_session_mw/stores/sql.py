@@ -219,6 +219,8 @@ class _SQLiteAppend:
     live: str
     insert: str
     trim: str
+    open: str
+    finish: str
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,7 @@ class _AppendSQL:
 
     postgres: str | None
     postgres_trim: str | None
+    postgres_open: str | None
     sqlite: _SQLiteAppend | None
     lock: sa.Select[Any]
     live: sa.Select[Any]
@@ -243,16 +246,38 @@ def _sqlite_append(
     items: Sequence[tuple[str, str | None]],
     max_events: int | None,
     now: float,
+    open_as: tuple[str | None, str, float] | None = None,
+    finish: bool = False,
 ) -> int:
-    """Append a batch on aiosqlite's thread: BEGIN IMMEDIATE, UPDATE, INSERTs, trim, COMMIT.
+    """Write a batch on aiosqlite's thread: BEGIN IMMEDIATE, UPDATE, INSERTs, trim, COMMIT.
 
     Returns the new last seq. The UPDATE checks the session is live, hands out
     the seqs and moves first_seq, all under the write lock BEGIN IMMEDIATE took.
+    With ``open_as`` (request id JSON, owner, lease) the stream is opened (or
+    taken over) first, and with ``finish`` marked done last, in the same
+    transaction.
     """
     count = len(items)
     bump = {"n": count, "max": max_events, "key": key, "stream_id": stream_id, "now": now}
     conn.execute("BEGIN IMMEDIATE")
     try:
+        if open_as is not None:
+            if not conn.execute(sql.live, bump).fetchall():
+                raise _session_not_found()
+            request_id, owner, lease = open_as
+            conn.execute(
+                sql.open,
+                {**bump, "request_id": request_id, "owner": owner, "lease": lease},
+            )
+        if count == 0:
+            if not conn.execute(sql.state, bump).fetchall():
+                live = conn.execute(sql.live, bump).fetchall()
+                raise StreamNotFoundError("stream not found") if live else _session_not_found()
+            last_seq = 0
+            if finish:
+                conn.execute(sql.finish, bump)
+            conn.commit()
+            return last_seq
         if sql.returning:
             rows = conn.execute(sql.bump, bump).fetchall()
         elif conn.execute(sql.bump, bump).rowcount == 1:  # SQLite before 3.35: read it back
@@ -276,6 +301,8 @@ def _sqlite_append(
         if max_events is not None and 1 < first_seq == last_seq - max_events + 1:
             # The stream is full, so the UPDATE may have moved first_seq.
             conn.execute(sql.trim, (key, stream_id, first_seq))
+        if finish:
+            conn.execute(sql.finish, bump)
         conn.commit()
     except BaseException:
         conn.rollback()
@@ -576,15 +603,17 @@ class SQLStore(Store):
         )
         key_column = quote.quote("key")
         driver = engine.dialect.driver
-        postgres = postgres_trim = sqlite = None
+        postgres = postgres_trim = postgres_open = sqlite = None
         if self._postgres and driver == "asyncpg":
             # $1 key, $2 stream id, $3 now, $4 batch size, $5 max_events (NULL: no
-            # limit), $6 data[], $7 event[], $8 channel, $9 payload. Data-modifying
-            # CTEs all run; rows the trim would drop at once are never inserted.
+            # limit), $6 data[], $7 event[], $8 channel, $9 payload, $10 finish.
+            # Data-modifying CTEs all run; rows the trim would drop at once are
+            # never inserted.
             postgres = f"""
 WITH bumped AS (
     UPDATE {streams} AS st
     SET last_seq = st.last_seq + $4::bigint,
+        done = st.done OR $10::boolean,
         first_seq = CASE
             WHEN st.last_seq + $4::bigint - st.first_seq >= $5::bigint
             THEN st.last_seq + $4::bigint - $5::bigint + 1
@@ -617,6 +646,33 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
             postgres_trim = (
                 f"DELETE FROM {events} WHERE session_key = $1 AND stream_id = $2 AND seq < $3"
             )
+            # A new stream opened with its first events (and maybe finished): $1-$9
+            # as above, $10 finish, $11 request id, $12 owner, $13 lease. The session
+            # row is share-locked like open_stream does, so a concurrent delete
+            # waits and then removes this stream too. A stream that exists already
+            # inserts nothing (first column NULL); the caller takes the long way.
+            postgres_open = f"""
+WITH live AS (
+    SELECT FROM {sessions} WHERE {key_column} = $1 AND expires_at > $3 FOR SHARE
+), opened AS (
+    INSERT INTO {streams} AS st
+        (session_key, stream_id, request_id, owner, lease_expires, first_seq, last_seq, done)
+    SELECT $1, $2, $11, $12, $13,
+           CASE WHEN $4::bigint > $5::bigint THEN $4::bigint - $5::bigint + 1 ELSE 1 END,
+           $4::bigint, $10::boolean
+    FROM live
+    ON CONFLICT (session_key, stream_id) DO NOTHING
+    RETURNING st.first_seq, st.last_seq
+), added AS (
+    INSERT INTO {events} (session_key, stream_id, seq, event, data)
+    SELECT $1, $2, i.ord, i.event, i.data
+    FROM opened AS o, unnest($6::text[], $7::text[]) WITH ORDINALITY AS i (data, event, ord)
+    WHERE i.ord >= o.first_seq
+)
+SELECT (SELECT last_seq FROM opened),
+       EXISTS (SELECT FROM live),
+       CASE WHEN EXISTS (SELECT FROM opened) THEN pg_notify($8, $9) END
+"""
         elif self._sqlite and driver == "aiosqlite" and _aiosqlite_has_queue():
             returning = sqlite3.sqlite_version_info >= (3, 35)
             live = f"SELECT 1 FROM {sessions} WHERE {key_column} = :key AND expires_at > :now"
@@ -636,6 +692,15 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
                     " VALUES (?, ?, ?, ?, ?)"
                 ),
                 trim=f"DELETE FROM {events} WHERE session_key = ? AND stream_id = ? AND seq < ?",
+                open=(
+                    f"INSERT INTO {streams} (session_key, stream_id, request_id, owner,"
+                    " lease_expires, first_seq, last_seq, done)"
+                    " VALUES (:key, :stream_id, :request_id, :owner, :lease, 1, 0, 0)"
+                    " ON CONFLICT (session_key, stream_id) DO UPDATE SET"
+                    " request_id = excluded.request_id, owner = excluded.owner,"
+                    " lease_expires = excluded.lease_expires, done = 0"
+                ),
+                finish=f"UPDATE {streams} SET done = 1 WHERE {where}",
             )
         p_key: sa.BindParameter[str] = sa.bindparam("p_key")
         p_stream: sa.BindParameter[str] = sa.bindparam("p_stream")
@@ -645,6 +710,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
         return _AppendSQL(
             postgres=postgres,
             postgres_trim=postgres_trim,
+            postgres_open=postgres_open,
             sqlite=sqlite,
             # The session is read by a subquery, which FOR UPDATE does not lock.
             lock=sa.select(
@@ -1394,6 +1460,102 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
             for offset, (data, event) in enumerate(items)
         ]
 
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        """One round trip on asyncpg (a new stream) and aiosqlite; else the calls in turn."""
+        if max_events is not None and max_events < 1:
+            raise ValueError(BAD_MAX_EVENTS)
+        now = self.now()
+        if self._append_sql.sqlite is not None:
+            opening = None
+            if open_as is not None:
+                request_id = None if open_as.request_id is None else _dump_json(open_as.request_id)
+                opening = (request_id, open_as.owner, open_as.lease_expires)
+            sqlite = self._append_sql.sqlite
+
+            async def write(db: Any) -> int:
+                result: int = await db._execute(
+                    _sqlite_append,
+                    db._conn,
+                    sqlite,
+                    key,
+                    stream_id,
+                    items,
+                    max_events,
+                    now,
+                    opening,
+                    finish,
+                )
+                return result
+
+            last_seq = await self._on_driver(write)
+        elif self._append_sql.postgres is not None and (items or open_as is None):
+            opened: int | None = None
+            if open_as is not None:
+                opened = await self._open_asyncpg(
+                    key, stream_id, items, open_as, finish, max_events, now
+                )
+            if opened is not None:
+                last_seq = opened
+            else:
+                if open_as is not None:
+                    await self._open_stream(key, open_as)
+                last_seq = await self._append_asyncpg(
+                    key, stream_id, items, max_events, now, finish=finish
+                )
+        else:
+            return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
+        start = last_seq - len(items) + 1
+        return [
+            StoredEvent(stream_id, start + offset, data, event)
+            for offset, (data, event) in enumerate(items)
+        ]
+
+    async def _open_asyncpg(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState,
+        finish: bool,
+        max_events: int | None,
+        now: float,
+    ) -> int | None:
+        """A new stream with its first events in one statement; None if the stream exists."""
+        sql = self._append_sql.postgres_open
+        assert sql is not None
+        request_id = None if open_as.request_id is None else _dump_json(open_as.request_id)
+        args = (
+            key,
+            stream_id,
+            now,
+            len(items),
+            max_events,
+            [data for data, _ in items],
+            [event for _, event in items],
+            self._channel,
+            f"{key}:{stream_id}",
+            finish,
+            request_id,
+            open_as.owner,
+            open_as.lease_expires,
+        )
+
+        async def write(pg: Any) -> Any:
+            return await pg.fetchrow(sql, *args)
+
+        last_seq, live, _ = await self._on_driver(write)
+        if not live:
+            raise _session_not_found()
+        return None if last_seq is None else int(last_seq)
+
     async def _append_asyncpg(
         self,
         key: str,
@@ -1401,6 +1563,8 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
         items: Sequence[tuple[str, str | None]],
         max_events: int | None,
         now: float,
+        *,
+        finish: bool = False,
     ) -> int:
         """The whole batch in one statement, outside any transaction: one round trip.
 
@@ -1423,6 +1587,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
             [event for _, event in items],
             self._channel,
             f"{key}:{stream_id}",
+            finish,
         )
 
         async def append(pg: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -438,6 +439,65 @@ async def test_append_events_trims_and_refuses_like_append_event(store: Store) -
         await store.append_events("batch-trim", "nope", [("x", None)])
     with pytest.raises(SessionNotFoundError):
         await store.append_events("ghost", "s1", [("x", None)])
+
+
+async def test_write_stream_opens_appends_and_finishes_in_one_call(store: Store) -> None:
+    await store.create("write", new_record())
+    opening = replace(stream(), owner="me", lease_expires=store.now() + 30)
+    stored = await store.write_stream(
+        "write", "s1", [("a", "message"), ("b", None)], open_as=opening, finish=True
+    )
+    assert [(e.stream_id, e.seq, e.data, e.event) for e in stored] == [
+        ("s1", 1, "a", "message"),
+        ("s1", 2, "b", None),
+    ]
+    state = await store.load_stream("write", "s1")
+    assert state is not None
+    assert (state.first_seq, state.last_seq, state.done) == (1, 2, True)
+    assert (state.owner, state.request_id) == ("me", 7)
+    assert [e.data for e in await store.read_events("write", "s1")] == ["a", "b"]
+    # A finished stream can be taken over (open again) and keeps its events.
+    more = await store.write_stream("write", "s1", [("c", None)], open_as=stream(request_id=8))
+    assert [e.seq for e in more] == [3]
+    state = await store.load_stream("write", "s1")
+    assert state is not None
+    assert (state.last_seq, state.done, state.request_id) == (3, False, 8)
+
+
+async def test_write_stream_parts_alone(store: Store) -> None:
+    await store.create("parts", new_record())
+    assert await store.write_stream("parts", "s1", [], open_as=stream()) == []
+    opened = await store.load_stream("parts", "s1")
+    assert opened is not None
+    assert not opened.done
+    assert opened.last_seq == 0
+    [one] = await store.write_stream("parts", "s1", [("x", None)])
+    assert one.seq == 1
+    assert await store.write_stream("parts", "s1", [], finish=True) == []
+    done = await store.load_stream("parts", "s1")
+    assert done is not None
+    assert done.done
+    assert done.last_seq == 1
+    trimmed = await store.write_stream(
+        "parts", "s2", [(str(i), None) for i in range(5)], open_as=stream("s2"), max_events=3
+    )
+    assert [e.seq for e in trimmed] == [1, 2, 3, 4, 5]
+    assert [e.data for e in await store.read_events("parts", "s2")] == ["2", "3", "4"]
+    state = await store.load_stream("parts", "s2")
+    assert state is not None
+    assert (state.first_seq, state.last_seq) == (3, 5)
+
+
+async def test_write_stream_refuses_without_storing_anything(store: Store) -> None:
+    await store.create("refused", new_record())
+    with pytest.raises(StreamNotFoundError):
+        await store.write_stream("refused", "nope", [("x", None)], finish=True)
+    with pytest.raises(SessionNotFoundError):
+        await store.write_stream("ghost", "s1", [("x", None)], open_as=stream(), finish=True)
+    assert await store.load_stream("ghost", "s1") is None
+    assert await store.load_stream("refused", "nope") is None
+    with pytest.raises(ValueError, match="open_as"):
+        await store.write_stream("refused", "s1", [], open_as=stream("other"))
 
 
 async def test_concurrent_batches_get_distinct_consecutive_seqs(
