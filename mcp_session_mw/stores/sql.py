@@ -230,6 +230,7 @@ class _AppendSQL:
     postgres: str | None
     postgres_trim: str | None
     postgres_open: str | None
+    load: str | None
     sqlite: _SQLiteAppend | None
     lock: sa.Select[Any]
     live: sa.Select[Any]
@@ -308,6 +309,13 @@ def _sqlite_append(
         conn.rollback()
         raise
     return last_seq
+
+
+def _sqlite_fetchone(
+    conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(sql, params).fetchone()
+    return row
 
 
 def _session_not_found() -> SessionNotFoundError:
@@ -603,7 +611,20 @@ class SQLStore(Store):
         )
         key_column = quote.quote("key")
         driver = engine.dialect.driver
-        postgres = postgres_trim = postgres_open = sqlite = None
+        postgres = postgres_trim = postgres_open = sqlite = load = None
+        columns = ", ".join(
+            quote.quote(name)
+            for name in (
+                "key",
+                "principal",
+                "created_at",
+                "last_accessed",
+                "expires_at",
+                "ttl",
+                "version",
+                "payload",
+            )
+        )
         if self._postgres and driver == "asyncpg":
             # $1 key, $2 stream id, $3 now, $4 batch size, $5 max_events (NULL: no
             # limit), $6 data[], $7 event[], $8 channel, $9 payload, $10 finish.
@@ -646,6 +667,7 @@ FROM (VALUES (1)) AS one (x) LEFT JOIN bumped AS b ON true
             postgres_trim = (
                 f"DELETE FROM {events} WHERE session_key = $1 AND stream_id = $2 AND seq < $3"
             )
+            load = f"SELECT {columns} FROM {sessions} WHERE {key_column} = $1 AND expires_at > $2"
             # A new stream opened with its first events (and maybe finished): $1-$9
             # as above, $10 finish, $11 request id, $12 owner, $13 lease. The session
             # row is share-locked like open_stream does, so a concurrent delete
@@ -675,6 +697,7 @@ SELECT (SELECT last_seq FROM opened),
 """
         elif self._sqlite and driver == "aiosqlite" and _aiosqlite_has_queue():
             returning = sqlite3.sqlite_version_info >= (3, 35)
+            load = f"SELECT {columns} FROM {sessions} WHERE {key_column} = ? AND expires_at > ?"
             live = f"SELECT 1 FROM {sessions} WHERE {key_column} = :key AND expires_at > :now"
             where = "session_key = :key AND stream_id = :stream_id"
             sqlite = _SQLiteAppend(
@@ -711,6 +734,7 @@ SELECT (SELECT last_seq FROM opened),
             postgres=postgres,
             postgres_trim=postgres_trim,
             postgres_open=postgres_open,
+            load=load,
             sqlite=sqlite,
             # The session is read by a subquery, which FOR UPDATE does not lock.
             lock=sa.select(
@@ -1044,6 +1068,20 @@ SELECT (SELECT last_seq FROM opened),
         await self._write(insert)
 
     async def _get(self, key: str, now: float) -> SessionRecord | None:
+        load = self._append_sql.load
+        if load is not None and (self._postgres or self._append_sql.sqlite is not None):
+            # The per-request load on the driver's own connection: SQLAlchemy's
+            # cursor layer costs more than the query.
+            postgres = self._postgres
+
+            async def fetch(driver: Any) -> Any:
+                if postgres:
+                    return await driver.fetchrow(load, key, now)
+                return await driver._execute(_sqlite_fetchone, driver._conn, load, (key, now))
+
+            row = await self._on_driver(fetch)
+            return None if row is None else self._to_record(tuple(row))
+
         async def get(conn: AsyncConnection) -> SessionRecord | None:
             result = await conn.execute(
                 sa.select(*self._session_columns()).where(self._live(key, now))
