@@ -37,8 +37,6 @@ def summary(results: list[Counts]) -> str:
     lines: list[str] = []
     for c in results:
         verdict = "ok" if not c.problem_count else f"{c.problem_count} PROBLEM(S)"
-        if c.known:
-            verdict += f", {len(c.known)} KNOWN FAILURE(S)"
         lines.append(f"[{c.store}] {c.scenario}: {verdict} ({c.seconds:.0f} s)")
         lines.append(
             f"    sessions {c.sessions}, HTTP requests {c.requests}, tool calls {c.tool_calls}, "
@@ -49,7 +47,6 @@ def summary(results: list[Counts]) -> str:
             lines.append(f"    failed calls: {_causes(c.failed_calls.items())}")
         lines.extend(f"    - {note}" for note in c.notes)
         lines.extend(f"    ! {problem}" for problem in c.problems)
-        lines.extend(f"    ? {known}" for known in c.known)
     return "\n".join(lines)
 
 
@@ -69,8 +66,6 @@ def markdown(results: list[Counts], command: str, seconds: float) -> str:
     ]
     for c in results:
         verdict = "pass" if not c.problem_count else f"**{c.problem_count} problems**"
-        if c.known:
-            verdict += f", **{len(c.known)} known failure**"
         out.append(
             f"| {c.store} | {c.scenario} | {verdict} | {c.sessions} | {c.requests} "
             f"| {c.tool_calls} | {c.streams} | {c.events} | {c.lost} | {c.duplicated} "
@@ -81,7 +76,6 @@ def markdown(results: list[Counts], command: str, seconds: float) -> str:
         details = [
             *c.notes,
             *(f"problem: {_first_line(p)}" for p in c.problems),
-            *(f"known failure: {_first_line(k, 600)}" for k in c.known),
         ]
         if details:
             out.append(f"- {c.store}, {c.scenario}: " + "; ".join(details) + ".")

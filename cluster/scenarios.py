@@ -44,11 +44,6 @@ from .procs import Child
 STREAM_LIMIT = 90.0
 """Seconds after which a stream call of the rolling restart counts as never answered; its
 100 steps take seconds."""
-DONE_WITHOUT_ANSWER = (
-    "{n} stream call(s) never got an answer: the store marks the stream done without its "
-    "final response (it was being sent when the producer was SIGTERMed), so each resume is "
-    "answered with nothing and the SDK client resumes forever ({details})"
-)
 MAX_PROBLEMS = 20
 """Problems listed one by one per scenario; the rest are only counted."""
 
@@ -115,8 +110,6 @@ class Counts:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     problem_count: int = 0
-    known: list[str] = field(default_factory=list)
-    """Failures of the middleware that are reported and pinned by a test of their own."""
 
     def check(self, ok: bool, problem: str | Callable[[], str]) -> bool:
         if not ok:
@@ -328,22 +321,19 @@ async def _stored_progress(cluster: Cluster, session: Session, stream_id: str) -
 # -- 3. rolling restart ----------------------------------------------------------------------
 
 
-async def _classify_unanswered(
+async def _report_unanswered(
     cluster: Cluster, counts: Counts, unanswered: list[tuple[Session, StreamRecord]]
 ) -> None:
-    """Unanswered stream calls: the known failure when the store shows it, else a problem."""
-    known: list[str] = []
+    """Stream calls never answered within ``STREAM_LIMIT``: each a problem, with its store state."""
     for session, record in unanswered:
         async with cluster.spec.connect() as store:
             state = await store.load_stream(session.wire.session_id, record.stream_id)
             events = await store.read_events(session.wire.session_id, record.stream_id, 0, 10_000)
-        answered = any('"id"' in e.data and '"method"' not in e.data for e in events)
-        if state is not None and state.done and not answered:
-            known.append(f"stream {record.stream_id}: {len(events)} events, {record.error}")
-        else:
-            counts.check(False, f"stream {record.stream_id} unanswered: {record.error}; {state}")
-    if known:
-        counts.known.append(DONE_WITHOUT_ANSWER.format(n=len(known), details="; ".join(known)))
+        counts.check(
+            False,
+            f"stream {record.stream_id} unanswered: {record.error}; {len(events)} events "
+            f"stored; {state}",
+        )
 
 
 async def _stream_in_store(cluster: Cluster, session: Session | None) -> str:
@@ -519,7 +509,7 @@ async def rolling_restart(cluster: Cluster, plan: Plan, say: Say) -> Counts:
     counts.events = sum(len(r.progress) for r in records)
     counts.lost = sum(r.lost for r in survived)
     counts.duplicated = sum(r.duplicated for r in records)
-    await _classify_unanswered(cluster, counts, unanswered)
+    await _report_unanswered(cluster, counts, unanswered)
     for record in survived:
         if record.error is not None and not record.unanswered:
             counts.failed_calls[record.error] += 1

@@ -31,7 +31,7 @@ from starlette.types import Receive, Send
 
 from . import metrics
 from .errors import CorruptRecordError, StoreError
-from .jsonrpc import RequestId
+from .jsonrpc import INTERNAL_ERROR, RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
 from .records import StoredEvent, StreamState
 from .sse import encode_event
@@ -209,6 +209,8 @@ async def _replay_and_follow(
         if state is None:  # the session was deleted or expired
             return
         if state.done and last >= state.last_seq:
+            if not await _answered(store, session_id, state, events):
+                await _end_unanswered(state, send)
             return
         if (
             stream_id != STANDALONE_STREAM
@@ -223,6 +225,53 @@ async def _replay_and_follow(
         events = await store.wait_events(
             session_id, stream_id, last, options.follow_interval, READ_BATCH
         )
+
+
+async def _answered(
+    store: Store, session_id: str, state: StreamState, sent: list[StoredEvent]
+) -> bool:
+    """True unless ``state`` is a finished request stream whose last event is no answer.
+
+    A finished stream ends with the response to its request (the app's, or the
+    error the middleware stored for it); one that does not (its answer was lost
+    on the way to the store) must not end a resume with nothing, or the client
+    resumes again and again. ``sent`` is what this resume sent last, usually
+    that final event, so the store is read only when the resume began at the end.
+    """
+    if state.stream_id == STANDALONE_STREAM or state.request_id is None:
+        return True
+    if sent and sent[-1].seq == state.last_seq:
+        tail = sent[-1]
+    elif state.last_seq < max(state.first_seq, 1):
+        return False  # no event kept at all
+    else:
+        found = await store.read_events(session_id, state.stream_id, state.last_seq - 1, 1)
+        if not found:
+            return False
+        tail = found[-1]
+    return is_response_to(tail.data, state.request_id)
+
+
+def is_response_to(data: str, request_id: RequestId) -> bool:
+    """True if event ``data`` is the JSON-RPC response (result or error) for ``request_id``."""
+    if '"result"' not in data and '"error"' not in data:
+        return False
+    try:
+        message = json.loads(data)
+    except ValueError:
+        return False
+    return (
+        isinstance(message, dict)
+        and message.get("id") == request_id
+        and ("result" in message or "error" in message)
+    )
+
+
+async def _end_unanswered(state: StreamState, send: Send) -> None:
+    """End a resume of a finished stream that holds no response with the error for its request."""
+    logger.warning("a resumed stream was finished without a response; answered with an error")
+    data = error_event(state.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
+    await _send_body(send, encode_event(data, event="message"))
 
 
 async def _end_unreadable(store: Store, session_id: str, stream_id: str, send: Send) -> None:

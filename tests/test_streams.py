@@ -26,13 +26,23 @@ from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from mcp_session_mw import MemoryStore, SessionMiddleware, Store, StreamState, current_session
+from mcp_session_mw import (
+    MemoryStore,
+    SessionMiddleware,
+    SessionRecord,
+    Store,
+    StreamState,
+    current_session,
+)
 from mcp_session_mw.jsonrpc import MSG_BAD_EVENT_ID
 from mcp_session_mw.streams import (
     EVENTS_LOST,
     MSG_EVENTS_LOST,
+    MSG_NO_RESPONSE,
     MSG_STREAM_ORPHANED,
     STREAM_ORPHANED,
+    StreamOptions,
+    follow_stream,
     publish,
 )
 
@@ -690,6 +700,103 @@ async def test_a_stream_whose_producer_stopped_ends_with_an_error_for_its_reques
     assert state.done
     # The error is stored: the next resume replays it, then ends.
     assert [(f.id, f.message) for f in again] == [(f"{stream_id}.2", error)]
+
+
+async def follow_directly(store: Store, session_id: str, stream_id: str, after: int) -> list[Frame]:
+    """What :func:`follow_stream` sends a client resuming after ``after`` (no app involved)."""
+    bodies: list[bytes] = []
+
+    async def send(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message.get("body", b""))
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.fail_after(TIMEOUT):
+        await follow_stream(
+            store=store,
+            session_id=session_id,
+            stream_id=stream_id,
+            after_seq=after,
+            send=send,
+            receive=receive,
+            options=StreamOptions(follow_interval=0.05),
+        )
+    text = b"".join(bodies).decode()
+    return [f for f in map(parse_frame, text.split("\n\n")) if f is not None]
+
+
+async def finished_stream(store: Store, events: list[dict[str, Any]]) -> tuple[str, str]:
+    """A session with one request stream (request id 5) holding ``events``, marked done."""
+    now = store.now()
+    session_id = "s" * 43
+    await store.create(
+        session_id,
+        SessionRecord(
+            key="",
+            protocol_version=NEW,
+            requested_protocol_version=NEW,
+            client_info={},
+            capabilities={},
+            principal=None,
+            created_at=now,
+            last_accessed=now,
+            expires_at=now + 60,
+            ttl=60,
+        ),
+    )
+    stream_id = "0123456789abcdef"
+    await store.open_stream(session_id, StreamState(stream_id=stream_id, request_id=5))
+    for event in events:
+        await store.append_event(session_id, stream_id, json.dumps(event), event="message")
+    await store.finish_stream(session_id, stream_id)
+    return session_id, stream_id
+
+
+PROGRESS = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+NO_ANSWER = {"jsonrpc": "2.0", "id": 5, "error": {"code": -32603, "message": MSG_NO_RESPONSE}}
+
+
+async def test_a_finished_stream_without_its_response_ends_a_resume_with_an_error(
+    store: Store,
+) -> None:
+    # What a producer cut off while storing its answer left behind (before the fix).
+    session_id, stream_id = await finished_stream(store, [PROGRESS, PROGRESS])
+    from_start = await follow_directly(store, session_id, stream_id, 0)
+    from_middle = await follow_directly(store, session_id, stream_id, 1)
+    from_end = await follow_directly(store, session_id, stream_id, 2)
+    assert [f.id for f in from_start] == [f"{stream_id}.1", f"{stream_id}.2", None]
+    assert from_start[-1].message == NO_ANSWER
+    assert [(f.id, f.message) for f in from_middle] == [
+        (f"{stream_id}.2", PROGRESS),
+        (None, NO_ANSWER),
+    ]
+    assert [(f.id, f.message) for f in from_end] == [(None, NO_ANSWER)]
+    state = await store.load_stream(session_id, stream_id)
+    assert state is not None
+    assert state.last_seq == 2, "answered without writing to a finished stream"
+
+
+async def test_a_finished_stream_without_any_event_ends_a_resume_with_an_error(
+    store: Store,
+) -> None:
+    session_id, stream_id = await finished_stream(store, [])
+    assert [(f.id, f.message) for f in await follow_directly(store, session_id, stream_id, 0)] == [
+        (None, NO_ANSWER)
+    ]
+
+
+async def test_a_finished_stream_with_its_response_ends_a_resume_with_nothing_more(
+    store: Store,
+) -> None:
+    answer = {"jsonrpc": "2.0", "id": 5, "result": {"content": []}}
+    session_id, stream_id = await finished_stream(store, [PROGRESS, answer])
+    from_start = await follow_directly(store, session_id, stream_id, 0)
+    from_end = await follow_directly(store, session_id, stream_id, 2)
+    assert [f.message for f in from_start] == [PROGRESS, answer]
+    assert from_end == []
 
 
 # -- the standalone GET stream -----------------------------------------------------------
