@@ -32,6 +32,7 @@ from starlette.types import Message, Send
 
 from .errors import StoreError
 from .jsonrpc import INTERNAL_ERROR, RequestId
+from .logs import log_failure
 from .records import StoredEvent, StreamState
 from .relay import register, tag_events
 from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
@@ -257,7 +258,7 @@ class DurableResponse:
                 if stored:
                     await self._to_client(_body(encode_stored(stored[0])))
             except StoreError:
-                logger.warning("could not mark a stream finished", exc_info=True)
+                log_failure(logger, "could not mark a stream finished")
         self._done.set()
         await self.close_connection()
 
@@ -332,7 +333,7 @@ class DurableResponse:
                 self.session_id, self.stream_id, [], open_as=self._state()
             )
         except StoreError:
-            logger.warning("could not open a durable stream", exc_info=True)
+            log_failure(logger, "could not open a durable stream")
             await self._fail()
             return
         await self._opened_now()
@@ -342,7 +343,7 @@ class DurableResponse:
         try:
             await self._cap_streams()
         except StoreError:
-            logger.warning("could not record a durable stream in its session", exc_info=True)
+            log_failure(logger, "could not record a durable stream in its session")
 
     async def _cap_streams(self) -> None:
         """Keep at most ``max_streams_per_session`` request streams; drop the oldest.
@@ -430,7 +431,7 @@ class DurableResponse:
                 if opening is not None:
                     await self._opened_now()
             except StoreError:
-                logger.warning("could not store SSE events; ending the stream", exc_info=True)
+                log_failure(logger, "could not store SSE events; ending the stream")
                 await self._fail()
         if not self._failed:
             chunks: list[bytes] = []
@@ -474,7 +475,7 @@ class DurableResponse:
                 self.session_id, self.stream_id, self.store.now() + self.options.lease_seconds
             )
         except StoreError:
-            logger.warning("could not renew a stream lease", exc_info=True)
+            log_failure(logger, "could not renew a stream lease")
 
     async def _cut_after(self, scope: anyio.CancelScope, seconds: float) -> None:
         with scope:

@@ -28,6 +28,10 @@ as a ``QueueListener``, does not overwrite what the logger saw).
 from __future__ import annotations
 
 import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 
 SESSION_FINGERPRINT_ATTR = "session_fingerprint"
@@ -73,6 +77,85 @@ class SessionFingerprintFilter(logging.Filter):
 
 _FILTER = SessionFingerprintFilter()
 
+FAILURE_LOG_INTERVAL = 10.0
+"""Seconds during which repeats of one kind of failure are counted instead of logged."""
+MAX_DETAIL = 300
+"""Characters of an exception's message kept on a failure's log line."""
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, and of its cause, on one line."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    cause = exc.__cause__
+    if cause is not None:
+        text += f" (from {type(cause).__name__}: {cause})".replace(": )", ")")
+    text = " ".join(text.split())
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+class FailureLog:
+    """Logs failures one line each, at most one line per kind per ``interval`` seconds.
+
+    A store outage makes every request fail the same way; a traceback per
+    failure costs event-loop time (seconds each under a rich log handler) just
+    when the service is struggling. So a failure is logged as one WARNING line:
+    the message, then the exception's type and message (and its cause's). Its
+    repeats within ``interval`` are only counted; the next line says how many
+    were left out. The traceback is logged at DEBUG, for every failure, when
+    that level is enabled. A kind is the logger and the message (before its
+    arguments are filled in).
+    """
+
+    def __init__(
+        self,
+        interval: float = FAILURE_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._kinds: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def __call__(
+        self,
+        logger: logging.Logger,
+        message: str,
+        *args: object,
+        exc: BaseException | None = None,
+        level: int = logging.WARNING,
+    ) -> None:
+        """Log ``message % args`` with ``exc`` (default: the exception being handled)."""
+        if exc is None:
+            exc = _handled()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(message, *args, exc_info=exc)
+        if not logger.isEnabledFor(level):
+            return
+        kind = (logger.name, message)
+        now = self._clock()
+        with self._lock:
+            last, left_out = self._kinds.get(kind, (None, 0))
+            if last is not None and now - last < self.interval:
+                self._kinds[kind] = (last, left_out + 1)
+                return
+            self._kinds[kind] = (now, 0)
+        detail = "" if exc is None else f": {describe(exc)}"
+        more = f" ({left_out} more like it not logged)" if left_out else ""
+        logger.log(level, f"{message}%s%s", *args, detail, more)
+
+    def reset(self) -> None:
+        """Forget what was logged: the next failure of every kind gets its line."""
+        with self._lock:
+            self._kinds.clear()
+
+
+def _handled() -> BaseException | None:
+    return sys.exc_info()[1]
+
+
+log_failure = FailureLog()
+"""The package's failure log (see :class:`FailureLog`)."""
+
 
 def _install() -> None:
     """Give the package's loggers the filter (once, however often this runs)."""
@@ -85,10 +168,14 @@ def _install() -> None:
 _install()
 
 __all__ = [
+    "FAILURE_LOG_INTERVAL",
     "LOG_FORMAT",
     "NO_SESSION",
     "SESSION_FINGERPRINT_ATTR",
+    "FailureLog",
     "SessionFingerprintFilter",
     "current_fingerprint",
+    "describe",
     "fingerprint_of",
+    "log_failure",
 ]

@@ -45,6 +45,7 @@ import anyio
 
 from .errors import MissingExtraError, StoreError
 from .limits import count_sessions
+from .logs import log_failure
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Receive, Scope, Send
@@ -291,7 +292,7 @@ async def refresh_active_sessions(max_age: float = ACTIVE_SESSIONS_MAX_AGE) -> N
             for store in list(_watched):
                 total += await count_sessions(store)
         except StoreError:
-            logger.warning("could not count the live sessions for metrics", exc_info=True)
+            log_failure(logger, "could not count the live sessions for metrics")
             return
         ACTIVE_SESSIONS.set(total)
         _counted_at = time.monotonic()

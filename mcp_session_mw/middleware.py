@@ -75,7 +75,7 @@ from .jsonrpc import (
     send_error,
 )
 from .limits import PrincipalIndex, SessionCount, is_index
-from .logs import NO_SESSION, fingerprint_of, reset_fingerprint, set_fingerprint
+from .logs import NO_SESSION, fingerprint_of, log_failure, reset_fingerprint, set_fingerprint
 from .principal import PrincipalFn, default_principal, resolve_principal
 from .protocol import (
     DEFAULT_REVISION,
@@ -342,7 +342,7 @@ class SessionMiddleware:
                     await self.open_store()
                 except StoreError:
                     # Requests answer 503 until the store is back; no crash at boot.
-                    logger.warning("session store unavailable at startup", exc_info=True)
+                    log_failure(logger, "session store unavailable at startup")
             elif message["type"] == "lifespan.shutdown":
                 stop.set()  # end the background work before the app shuts down
             return message
@@ -467,7 +467,7 @@ class SessionMiddleware:
                 session_id, provisional.evolve(protocol_version=negotiated)
             )
         except StoreError:
-            logger.warning("could not store a new session", exc_info=True)
+            log_failure(logger, "could not store a new session")
             await self._release(session_id, principal)
             if app_id is not None:
                 await close_app_session(self.app, scope, app_id, negotiated)
@@ -580,7 +580,7 @@ class SessionMiddleware:
             await self.open_store()
             record = await self.store.load(session_id)
         except StoreError:
-            logger.warning("session store unavailable", exc_info=True)
+            log_failure(logger, "session store unavailable")
             await self._unavailable(send, request_id)
             return None
         if record is None or is_index(record):
@@ -608,7 +608,7 @@ class SessionMiddleware:
                 try:
                     await self._index.extend(record.principal, session_id, now + ttl)
                 except StoreError:
-                    logger.warning("could not renew a per-principal session slot", exc_info=True)
+                    log_failure(logger, "could not renew a per-principal session slot")
         return session_id, record
 
     async def _admit(
@@ -658,7 +658,7 @@ class SessionMiddleware:
             try:
                 await self._index.release(principal, session_id)
             except StoreError:  # the slot frees itself at its recorded expiry
-                logger.warning("could not free a per-principal session slot", exc_info=True)
+                log_failure(logger, "could not free a per-principal session slot")
 
     async def _let_app_authenticate(self, scope: Scope, send: Send) -> None:
         """Answer a request without credentials for a session someone owns: the app does.
@@ -696,7 +696,7 @@ class SessionMiddleware:
                 try:
                     app_id = await self._app_session(scope, session_id, local, record)
                 except AppSessionError:
-                    logger.warning("re-creating a session in the app failed", exc_info=True)
+                    log_failure(logger, "re-creating a session in the app failed")
                     await send_error(send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id)
                     return
                 set_headers = {_VERSION: version.encode()}
@@ -840,13 +840,13 @@ class SessionMiddleware:
         try:
             await settle(self.store, session_id, key)
         except StoreError:
-            logger.warning("could not settle a server request", exc_info=True)
+            log_failure(logger, "could not settle a server request")
 
     async def _record_setup(self, session_id: str, message: dict[str, Any]) -> None:
         try:
             await self.store.update_meta(session_id, lambda meta: record_setup(meta, message))
         except StoreError:
-            logger.warning("could not record a session-setup request", exc_info=True)
+            log_failure(logger, "could not record a session-setup request")
 
     async def _sync_setup(
         self, scope: Scope, app_id: str, version: str, local: LocalSession, record: SessionRecord

@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Lifespan, Message, Scope
 
 from .errors import ConfigurationError, SessionMiddlewareError, StoreError
+from .logs import log_failure
 from .middleware import SessionMiddleware
 
 logger = logging.getLogger("mcp_session_mw")
@@ -139,7 +140,7 @@ def _chain_lifespan(outer: Lifespan[Any], child: SessionMiddleware, path: str) -
                 try:
                     await child.open_store()
                 except StoreError:
-                    logger.warning(MSG_STORE_DOWN_AT_STARTUP, exc_info=True)
+                    log_failure(logger, MSG_STORE_DOWN_AT_STARTUP)
                 async with run_lifespan(child, path=path) as child_state:
                     if outer_state is None and not child_state:
                         yield None

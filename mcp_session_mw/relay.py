@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Scope
 
 from .asgi import body_only, call_and_capture
 from .errors import StoreError
+from .logs import log_failure
 from .protocol import SESSION_HEADER, VERSION_HEADER
 from .records import JSONValue, StreamState
 from .rehydrate import internal_scope
@@ -239,7 +240,7 @@ class AppSessionWorker:
             try:
                 await self.app(self._get_scope, body_only(b""), send)
             except StoreError:
-                logger.warning("could not copy the app's GET stream to the store", exc_info=True)
+                log_failure(logger, "could not copy the app's GET stream to the store")
 
     async def _publish(self, events: list[SSEEvent]) -> None:
         items, pending = tag_events([(e.data, e.event) for e in events], self.instance_id)
@@ -267,7 +268,7 @@ class AppSessionWorker:
                     last = event.seq
                     await self._deliver(event.data, event.event)
         except StoreError:
-            logger.warning("the reply inbox of an app session stopped", exc_info=True)
+            log_failure(logger, "the reply inbox of an app session stopped")
 
     async def _deliver(self, data: str, key: str | None) -> None:
         answer = await call_and_capture(self.app, self._post_scope, data.encode())

@@ -14,14 +14,18 @@ from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
 import mcp_session_mw
-from mcp_session_mw import MemoryStore, SessionMiddleware
+from mcp_session_mw import MemoryStore, SessionMiddleware, StoreUnavailableError
 from mcp_session_mw.logs import (
     LOG_FORMAT,
+    MAX_DETAIL,
     NO_SESSION,
     PACKAGE_LOGGERS,
     SESSION_FINGERPRINT_ATTR,
+    FailureLog,
     SessionFingerprintFilter,
+    describe,
     fingerprint_of,
+    log_failure,
 )
 
 from .asgi_lifespan import BASE_URL, RawMCP
@@ -121,3 +125,96 @@ def test_every_package_logger_has_the_filter() -> None:
             if isinstance(value, logging.Logger) and value.name.startswith("mcp_session_mw"):
                 assert value.name in PACKAGE_LOGGERS, info.name
                 assert any(isinstance(f, SessionFingerprintFilter) for f in value.filters)
+
+
+# -- failures: one line each, repeats counted -------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def store_down() -> StoreUnavailableError:
+    try:
+        try:
+            raise ConnectionRefusedError(111, "Connection refused")
+        except ConnectionRefusedError as cause:
+            raise StoreUnavailableError("the session store cannot be reached") from cause
+    except StoreUnavailableError as exc:
+        return exc
+
+
+def test_a_failure_is_one_line_with_its_type_and_message_and_repeats_are_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mcp_session_mw")
+    logger = logging.getLogger("mcp_session_mw")
+    clock = Clock()
+    log = FailureLog(interval=10.0, clock=clock)
+    for _ in range(5):
+        log(logger, "could not store %s", "events", exc=store_down())
+        clock.now += 1.0
+    log(logger, "could not renew a lease", exc=store_down())  # another kind: its own line
+    clock.now += 6.0  # 11 s after the first line
+    log(logger, "could not store %s", "events", exc=store_down())
+    lines = [r.getMessage() for r in caplog.records]
+    cause = (
+        "StoreUnavailableError: the session store cannot be reached "
+        "(from ConnectionRefusedError: [Errno 111] Connection refused)"
+    )
+    assert lines == [
+        f"could not store events: {cause}",
+        f"could not renew a lease: {cause}",
+        f"could not store events: {cause} (4 more like it not logged)",
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+    assert all(r.exc_info is None and r.exc_text is None for r in caplog.records)
+
+
+def test_tracebacks_only_at_debug(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="mcp_session_mw")
+    logger = logging.getLogger("mcp_session_mw")
+    log = FailureLog(interval=10.0, clock=Clock())
+    for _ in range(3):
+        try:
+            raise store_down()
+        except StoreUnavailableError:
+            log(logger, "could not open a stream")  # the exception being handled
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    warning = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(debug) == 3, "every failure's traceback at DEBUG, repeats too"
+    assert all(r.exc_info is not None and r.exc_info[0] is StoreUnavailableError for r in debug)
+    assert [r.exc_info for r in warning] == [None]
+
+
+def test_describe_keeps_a_long_message_to_one_short_line() -> None:
+    text = describe(ValueError("a\nb " + "x" * 1000))
+    assert "\n" not in text
+    assert text.startswith("ValueError: a b xxx")
+    assert len(text) == MAX_DETAIL
+    assert describe(RuntimeError()) == "RuntimeError"
+
+
+async def test_an_unreachable_store_logs_one_line_for_many_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mcp_session_mw")
+    log_failure.reset()
+    app = build_app()
+    unreachable = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    middleware = SessionMiddleware(app, store=unreachable)
+    async with client_for(middleware, app) as client:
+        client.session_id = "A" * 43
+        statuses = [
+            (await client.post({"jsonrpc": "2.0", "id": i, "method": "tools/list"})).status_code
+            for i in range(5)
+        ]
+    assert statuses == [503] * 5
+    failures = [r for r in caplog.records if r.getMessage().startswith("session store unavailable")]
+    assert len(failures) == 1, [r.getMessage() for r in caplog.records]
+    assert failures[0].exc_info is None
+    assert "Error" in failures[0].getMessage()

@@ -145,7 +145,9 @@ async def test_replays_and_gaps_are_counted() -> None:
         stream = "0123456789abcdef"
         await store.open_stream(client.session_id, StreamState(stream, request_id=7))
         for n in range(5):
-            await store.append_event(client.session_id, stream, f'{{"n":{n}}}', max_events=3)
+            # The last one answers request 7, as a finished stream's last event does.
+            data = f'{{"n":{n}}}' if n < 4 else f'{{"n":{n},"id":7,"result":{{}}}}'
+            await store.append_event(client.session_id, stream, data, max_events=3)
         await store.finish_stream(client.session_id, stream)
         get_headers = {**client.headers(), "accept": "text/event-stream"}
         resumed = await client.client.get(
