@@ -72,11 +72,16 @@ def build_app(
     host: str = "127.0.0.1",
     stream_lease: float = 10.0,
     store_options: dict[str, str] | None = None,
+    shutdown_grace_seconds: float = 10.0,
 ) -> SessionMiddleware:
     """The SDK's ordinary stateful app for the server above, wrapped in the middleware."""
     sdk_app = build_server().streamable_http_app(host=host)
     return SessionMiddleware(
-        sdk_app, store=store, stream_lease=stream_lease, store_options=store_options
+        sdk_app,
+        store=store,
+        stream_lease=stream_lease,
+        store_options=store_options,
+        shutdown_grace_seconds=shutdown_grace_seconds,
     )
 
 
@@ -106,6 +111,12 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a store constructor option, e.g. table_prefix=demo_ or prefix=demo: (repeatable)",
     )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=10.0,
+        help="seconds running tools get to finish after SIGTERM before their calls are ended",
+    )
     args = parser.parse_args()
     # Plain log lines, configured before MCPServer() would install its own
     # (rich) handler: rendering a rich traceback of a store error takes seconds
@@ -117,6 +128,7 @@ def main() -> None:
         host=args.host,
         stream_lease=args.stream_lease,
         store_options=dict(args.store_option) or None,
+        shutdown_grace_seconds=args.shutdown_grace,
     )
     print(f"MCP endpoint: http://{args.host}:{args.port}/mcp (pid {os.getpid()})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

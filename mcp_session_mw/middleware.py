@@ -99,6 +99,7 @@ from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, sett
 from .session import Session, _current
 from .setup_replay import META_KEY as SETUP_META_KEY
 from .setup_replay import is_setup_request, record_setup, setup_changes
+from .shutdown import Drain
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
@@ -123,6 +124,7 @@ DEFAULT_INITIALIZE_TTL = 60.0
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
 DEFAULT_CLEANUP_INTERVAL = 300.0
+DEFAULT_SHUTDOWN_GRACE = 10.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
 REPLY_HANDOVER_TIMEOUT = 10.0
 
@@ -169,6 +171,7 @@ class SessionMiddleware:
         max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
         encryption_keys: Sequence[str | bytes] | None = None,
         cleanup_interval: float | None = DEFAULT_CLEANUP_INTERVAL,
+        shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE,
     ) -> None:
         if not ttl > 0:
             raise ConfigurationError("ttl must be a positive number of seconds")
@@ -204,6 +207,8 @@ class SessionMiddleware:
             raise ConfigurationError("max_header_size must be a positive number of bytes (or None)")
         if cleanup_interval is not None and not cleanup_interval > 0:
             raise ConfigurationError("cleanup_interval must be positive seconds (or None)")
+        if not (math.isfinite(shutdown_grace_seconds) and shutdown_grace_seconds >= 0):
+            raise ConfigurationError("shutdown_grace_seconds must be seconds, 0 or more")
         self.app = app
         if isinstance(store, Store):
             if store_options:
@@ -249,6 +254,7 @@ class SessionMiddleware:
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
+        self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
             None
             if cleanup_interval is None
@@ -344,7 +350,10 @@ class SessionMiddleware:
                     # Requests answer 503 until the store is back; no crash at boot.
                     log_failure(logger, "session store unavailable at startup")
             elif message["type"] == "lifespan.shutdown":
-                stop.set()  # end the background work before the app shuts down
+                # Requests still in the app finish first (up to the grace), then
+                # the background work ends, before the app shuts down.
+                await self.drain.drain()
+                stop.set()
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -357,17 +366,24 @@ class SessionMiddleware:
                 self._background = tg
                 if self.janitor is not None:
                     tg.start_soon(self.janitor.run)
+                if self.drain.grace > 0:
+                    tg.start_soon(self.drain.watch)
                 task_status.started()
                 await stop.wait()
                 self._background = None
                 tg.cancel_scope.cancel()
 
-        async with anyio.create_task_group() as outer:
-            await outer.start(background)
-            try:
-                await self.app(scope, lifespan_receive, lifespan_send)
-            finally:
-                stop.set()
+        self.drain.reset()
+        self.drain.hold()
+        try:
+            async with anyio.create_task_group() as outer:
+                await outer.start(background)
+                try:
+                    await self.app(scope, lifespan_receive, lifespan_send)
+                finally:
+                    stop.set()
+        finally:
+            self.drain.release()
 
     # -- POST ----------------------------------------------------------------------
 
@@ -744,6 +760,24 @@ class SessionMiddleware:
         client leaves, and an SSE answer is stored event by event before it
         is forwarded (see :class:`DurableResponse`), so the client can resume.
         """
+        self.drain.enter()
+        try:
+            return await self._run_app(
+                scope, body, send, session, request_id, protocol_version, hold_404
+            )
+        finally:
+            self.drain.leave()
+
+    async def _run_app(
+        self,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        session: Session,
+        request_id: RequestId,
+        protocol_version: str,
+        hold_404: bool,
+    ) -> int | None:
         held = False
         status = 0
         durable: DurableResponse | None = None

@@ -112,6 +112,7 @@ class SessionSettings(BaseSettings):
     max_sessions_per_principal: int | None = _default("max_sessions_per_principal")
     session_count_interval: float = _default("session_count_interval")
     cleanup_interval: float | None = _default("cleanup_interval")
+    shutdown_grace_seconds: float = _default("shutdown_grace_seconds")
     encryption_keys: Annotated[list[str] | None, NoDecode, BeforeValidator(_keys)] = Field(
         default=None, repr=False
     )

@@ -19,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -70,6 +71,19 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
+@dataclass
+class ServerProcess:
+    """A server started by :func:`server_process`: its base URL and its process."""
+
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def output(self) -> str:
+        """The tail of what the server printed so far."""
+        return _tail(self.log)
+
+
 @contextmanager
 def run_server(
     args: list[str],
@@ -84,6 +98,18 @@ def run_server(
     accept ``--host`` and ``--port``. `env` is added to (and overrides) this
     process's environment.
     """
+    with server_process(args, env, start_timeout=start_timeout) as server:
+        yield server.url
+
+
+@contextmanager
+def server_process(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    start_timeout: float = START_TIMEOUT,
+) -> Iterator[ServerProcess]:
+    """As :func:`run_server`, yielding the process too (to signal it)."""
     port = free_port()
     child_env = {**os.environ, **(env or {})}
     command = [sys.executable, *args, "--host", HOST, "--port", str(port)]
@@ -110,6 +136,6 @@ def run_server(
                     )
                     pytest.fail(f"{message}\n{_tail(log)}")
                 time.sleep(POLL_INTERVAL)
-            yield f"http://{HOST}:{port}"
+            yield ServerProcess(f"http://{HOST}:{port}", proc, log)
         finally:
             _stop(proc)
