@@ -544,10 +544,15 @@ async def rolling_restart(cluster: Cluster, plan: Plan, say: Say) -> Counts:
         f"{len(restarts)} restarts ({how}SIGTERM, wait for exit, start on the same port"
         f"{', back in the rotation' if plan.route_around else ''}); longest exit {longest:.1f} s"
     )
-    counts.notes.append(
-        f"{len(stopped)} streams had their producer SIGTERMed mid-stream: {complete} completed, "
-        f"{sum(ended.values())} ended with {_causes(ended)} after an unbroken prefix of "
+    cut_off = (
+        f", {sum(ended.values())} ended with {_causes(ended)} after an unbroken prefix of "
         f"their events ({sum(r.lost for r in stopped)} steps never made)"
+        if ended
+        else ""
+    )
+    counts.notes.append(
+        f"{len(stopped)} streams had their producer SIGTERMed mid-stream: "
+        f"{complete} completed{cut_off}"
     )
     if hit_calls:
         counts.notes.append(

@@ -13,6 +13,9 @@ Divergences from the MCP SDK's event store, on purpose:
 4. A resume position older than what is retained is answered with a JSON-RPC
    error (``MSG_EVENTS_LOST``), never skipped silently; so are stored events that
    fail to decrypt (``MSG_EVENTS_UNREADABLE``, see :mod:`mcp_session_mw.encryption`).
+5. A resume of a finished request stream whose last event is no response for
+   its request is ended with an error response for it (``MSG_NO_RESPONSE``,
+   sent, not stored), never with nothing: a client would resume forever.
 """
 
 from __future__ import annotations
