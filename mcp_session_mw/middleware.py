@@ -490,10 +490,11 @@ class SessionMiddleware:
             await self._unavailable(send, request_id)
             return
         metrics.SESSIONS_CREATED.inc()
-        session._set_record(record)
-        local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
-        await self._remember(scope, session_id, local)
-        self._start_worker(scope, session_id, local, negotiated)
+        if self.mode != "stateless":  # a stateless session is kept only while it is busy
+            session._set_record(record)
+            local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
+            await self._remember(scope, session_id, local)
+            self._start_worker(scope, session_id, local, negotiated)
         await _send_captured(send, answer, session_id)
 
     # -- GET -------------------------------------------------------------------------
@@ -700,14 +701,21 @@ class SessionMiddleware:
         message: Any = None,
     ) -> None:
         local = self._locals.get(session_id)
+        fresh = local is None
         if local is None:
-            local = LocalSession(Session(session_id, self.store, record))
-            await self._remember(scope, session_id, local)
+            session = Session(session_id, self.store, record)
+            local = LocalSession(session)
+        elif local.session is None:
+            session = local.session = Session(session_id, self.store, record)
         else:
-            local.session._set_record(record)
+            session = local.session
+            session._set_record(record)
         version = Headers(scope=scope).get(VERSION_HEADER) or record.protocol_version
-        token = _current.set(local.session)
+        token = _current.set(session)
+        local.busy += 1
         try:
+            if fresh:
+                await self._remember(scope, session_id, local)
             for attempt in (0, 1):
                 try:
                     app_id = await self._app_session(scope, session_id, local, record)
@@ -727,7 +735,7 @@ class SessionMiddleware:
                     await self._record_setup(session_id, message)
                 may_retry = attempt == 0 and app_id is not None
                 status = await self._call_app(
-                    app_scope, body, send, local.session, request_id, version, may_retry
+                    app_scope, body, send, session, request_id, version, may_retry
                 )
                 if status is not None:
                     if is_setup_request(message) and 200 <= status < 300:
@@ -743,6 +751,22 @@ class SessionMiddleware:
                 local.stop_worker()
         finally:
             _current.reset(token)
+            local.busy -= 1
+            if self.mode == "stateless":
+                self._put_down(session_id, local)
+
+    def _put_down(self, session_id: str, local: LocalSession) -> None:
+        """Stateless mode: keep nothing of a session no request of which runs here.
+
+        The store has the record, so the next request builds a fresh handle;
+        only streams still to be recorded (see durable) are kept, handle-less.
+        """
+        if local.busy:
+            return
+        if local.has_unrecorded_streams:
+            local.session = None
+        else:
+            self._locals.discard(session_id, local)
 
     async def _call_app(
         self,
@@ -805,7 +829,7 @@ class SessionMiddleware:
                             unrecorded=None if local is None else local.unrecorded_streams,
                         )
                         await durable.start(message)
-                        session._streams.add(durable)
+                        session._track(durable)
                         return
                 elif held:
                     return
@@ -822,7 +846,7 @@ class SessionMiddleware:
                     await self._drain(scope, durable)
             finally:
                 if durable is not None:
-                    session._streams.discard(durable)
+                    session._untrack(durable)
                     with anyio.CancelScope(shield=True):
                         await durable.finish()
                 if durable is not None and not durable.stopped:
@@ -1006,7 +1030,7 @@ class SessionMiddleware:
         if record is None:
             return None
         local = self._locals.get(session_id)
-        if local is not None:
+        if local is not None and local.session is not None:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)

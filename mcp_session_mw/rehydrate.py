@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
@@ -50,17 +49,37 @@ class AppSessionError(Exception):
     """The app refused to re-create a session (it answered an error to initialize)."""
 
 
-@dataclass
 class LocalSession:
-    """What this process knows about one durable session."""
+    """What this process knows about one durable session.
 
-    session: Session
-    app_id: str | None = None
-    worker: AppSessionWorker | None = None
-    unrecorded_streams: list[str] = field(default_factory=list)
-    """Streams this process opened and has not yet recorded in the session (see durable)."""
-    applied_setup: JSONValue = None
-    """The recorded session setup (see setup_replay) the app session has had."""
+    In re-hydration mode an entry lives as long as its app session. In
+    stateless mode it is only kept while requests of the session run here
+    (``busy``), and then, without its handle, while it has streams to record.
+    """
+
+    __slots__ = ("_unrecorded", "app_id", "applied_setup", "busy", "session", "worker")
+
+    def __init__(self, session: Session | None, app_id: str | None = None) -> None:
+        self.session = session
+        """The handle requests of the session get; None while none runs (stateless mode)."""
+        self.app_id = app_id
+        self.worker: AppSessionWorker | None = None
+        self.applied_setup: JSONValue = None
+        """The recorded session setup (see setup_replay) the app session has had."""
+        self.busy = 0
+        """Requests of the session this process is handling."""
+        self._unrecorded: list[str] | None = None
+
+    @property
+    def unrecorded_streams(self) -> list[str]:
+        """Streams this process opened and has not yet recorded in the session (see durable)."""
+        if self._unrecorded is None:
+            self._unrecorded = []
+        return self._unrecorded
+
+    @property
+    def has_unrecorded_streams(self) -> bool:
+        return bool(self._unrecorded)
 
     def stop_worker(self) -> None:
         if self.worker is not None:
@@ -102,6 +121,13 @@ class LocalSessions:
             if old.app_id is not None:
                 evicted.append(old.app_id)
         return evicted
+
+    def discard(self, session_id: str, entry: LocalSession) -> None:
+        """Drop ``entry`` if it is still the one kept for the session."""
+        if self._entries.get(session_id) is entry:
+            del self._entries[session_id]
+            self._locks.pop(session_id, None)
+            entry.stop_worker()
 
     def pop(self, session_id: str) -> LocalSession | None:
         self._locks.pop(session_id, None)

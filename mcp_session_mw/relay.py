@@ -12,6 +12,11 @@ Two duties per app session a process holds (re-hydration mode):
   appends it to the stream ``reply-<owner>`` of the session; the owner follows
   that stream, hands the reply to its app session, and removes the
   registration, which tells the other instance to answer the client 202.
+  The owner follows only while it has requests of that session pending: the
+  follower starts when a request is registered (from a position taken before
+  the client can see the request) and ends once the session's pending table
+  holds none of this app session's requests (checked after each delivery and
+  each quiet ``FOLLOW_TIMEOUT``), so an idle session costs no store calls.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import secrets
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Scope
 
 from .asgi import body_only, call_and_capture
@@ -119,8 +125,16 @@ def client_reply_key(message: Any) -> str | None:
     return None
 
 
+_workers: dict[tuple[str, str], AppSessionWorker] = {}
+"""The app session workers of this process by (instance id, session id), for :func:`register`."""
+
+
 async def register(store: Store, session_id: str, entries: list[Pending], instance_id: str) -> None:
-    """Record that this process holds these server requests of the session."""
+    """Record that this process holds these server requests of the session.
+
+    Called before the client can see the requests. If this process holds an
+    app session for the session, its reply inbox is running when this returns.
+    """
 
     def add(meta: dict[str, JSONValue]) -> dict[str, JSONValue]:
         pending = meta.get(PENDING_KEY)
@@ -132,6 +146,9 @@ async def register(store: Store, session_id: str, entries: list[Pending], instan
         return {**meta, PENDING_KEY: table}
 
     await store.update_meta(session_id, add)
+    worker = _workers.get((instance_id, session_id))
+    if worker is not None:
+        await worker.expect([key for key, _ in entries])
 
 
 async def settle(store: Store, session_id: str, key: str) -> None:
@@ -175,7 +192,11 @@ async def hand_over(
 
 
 class AppSessionWorker:
-    """The outbox pump and reply inbox of one app session held by this process."""
+    """The outbox pump and reply inbox of one app session held by this process.
+
+    The pump runs as long as the worker; the inbox only while a server request
+    of the app session is pending (see :meth:`expect`).
+    """
 
     def __init__(
         self,
@@ -203,15 +224,61 @@ class AppSessionWorker:
             "POST",
             {**headers, b"content-type": _JSON, b"accept": b"application/json, text/event-stream"},
         )
+        self._tasks: TaskGroup | None = None
+        self._stopped = False
+        self._expected: set[str] = set()
+        """Pending keys of this app session's requests not yet seen settled."""
+        self._registrations = 0
+        """Grows with every :meth:`expect`; the inbox ends only if it did not grow meanwhile."""
+        self.following = False
+        """True while the reply inbox runs (or is about to start)."""
+        self._start_at: int | None = None
+        _workers[(instance_id, session_id)] = self
 
     async def run(self) -> None:
-        with self.scope:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._pump)
-                tg.start_soon(self._inbox)
+        try:
+            with self.scope:
+                async with anyio.create_task_group() as tg:
+                    self._tasks = tg
+                    tg.start_soon(self._pump)
+                    if self._start_at is not None:
+                        tg.start_soon(self._inbox, self._start_at)
+                        self._start_at = None
+                    await anyio.sleep_forever()  # the inbox may be needed after the pump ends
+        finally:
+            self._tasks = None
+            self._forget()
 
     def stop(self) -> None:
+        self._stopped = True
         self.scope.cancel()
+        self._forget()
+
+    def _forget(self) -> None:
+        if _workers.get((self.instance_id, self.session_id)) is self:
+            del _workers[(self.instance_id, self.session_id)]
+
+    async def expect(self, keys: list[str]) -> None:
+        """Follow the reply stream until these (already registered) requests are settled.
+
+        Called before the client can see the requests, so the position taken
+        here precedes any reply to them.
+        """
+        self._expected.update(keys)
+        self._registrations += 1
+        if self.following or self._stopped:
+            return
+        stream_id = reply_stream(self.instance_id)
+        state = await self.store.load_stream(self.session_id, stream_id)
+        if state is None:
+            state = await self.store.open_stream(self.session_id, StreamState(stream_id))
+        if self.following or self._stopped:
+            return  # another registration started it meanwhile, from an earlier position
+        self.following = True
+        if self._tasks is None:
+            self._start_at = state.last_seq  # run() has not started yet
+        else:
+            self._tasks.start_soon(self._inbox, state.last_seq)
 
     async def _pump(self) -> None:
         """Copy the app's GET stream into the session's standalone stream."""
@@ -250,25 +317,41 @@ class AppSessionWorker:
             await self.store.open_stream(self.session_id, StreamState(STANDALONE_STREAM))
         await self.store.append_events(self.session_id, STANDALONE_STREAM, items)
 
-    async def _inbox(self) -> None:
-        """Hand replies that reached other instances to this app session."""
+    async def _inbox(self, last: int) -> None:
+        """Hand replies that reached other instances to this app session, while any is due."""
         stream_id = reply_stream(self.instance_id)
         try:
-            state = await self.store.load_stream(self.session_id, stream_id)
-            if state is None:
-                state = await self.store.open_stream(self.session_id, StreamState(stream_id))
-            last = state.last_seq
             while True:
+                registrations = self._registrations
                 events = await self.store.wait_events(
                     self.session_id, stream_id, last, FOLLOW_TIMEOUT
                 )
-                if not events and await self.store.load_stream(self.session_id, stream_id) is None:
-                    return  # the session is gone
                 for event in events:
                     last = event.seq
                     await self._deliver(event.data, event.event)
+                # No await between this test and `following` turning False.
+                awaiting = await self._awaiting(stream_id, quiet=not events)
+                if not awaiting and registrations == self._registrations:
+                    return
         except StoreError:
             log_failure(logger, "the reply inbox of an app session stopped")
+        finally:
+            self.following = False
+
+    async def _awaiting(self, stream_id: str, *, quiet: bool) -> bool:
+        """True while a request of this app session is pending and the session lives."""
+        known = set(self._expected)
+        record = await self.store.load(self.session_id)
+        if record is None:
+            return False
+        for key in known:
+            owner = owner_of(record.meta, key)
+            if owner is None or owner[0] != self.instance_id:
+                self._expected.discard(key)  # settled (here or by the direct route) or trimmed
+        if not self._expected:
+            return False
+        # A stream that is gone cannot be followed (a backend may then return at once).
+        return not quiet or await self.store.load_stream(self.session_id, stream_id) is not None
 
     async def _deliver(self, data: str, key: str | None) -> None:
         answer = await call_and_capture(self.app, self._post_scope, data.encode())

@@ -38,7 +38,7 @@ class Session:
         self._id = session_id
         self._store = store
         self._record = record
-        self._streams: set[DurableResponse] = set()
+        self._streams: set[DurableResponse] | None = None  # created with the first stream
 
     @property
     def id(self) -> str:
@@ -103,10 +103,21 @@ class Session:
         the client resumes by GET with ``Last-Event-ID`` (SEP-1699 polling).
         Returns how many connections were closed.
         """
-        streams = list(self._streams)
+        streams = list(self._streams or ())
         for stream in streams:
             await stream.request_close()
         return len(streams)
+
+    def _track(self, stream: DurableResponse) -> None:
+        if self._streams is None:
+            self._streams = set()
+        self._streams.add(stream)
+
+    def _untrack(self, stream: DurableResponse) -> None:
+        if self._streams is not None:
+            self._streams.discard(stream)
+            if not self._streams:
+                self._streams = None
 
     def _set_record(self, record: SessionRecord) -> None:
         self._record = record

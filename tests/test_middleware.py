@@ -23,6 +23,7 @@ from mcp_session_mw.jsonrpc import (
     MSG_STORE_UNAVAILABLE,
 )
 from mcp_session_mw.records import SessionRecord
+from mcp_session_mw.session import current_session_or_none
 
 pytestmark = pytest.mark.anyio
 
@@ -450,3 +451,41 @@ async def test_streams_per_session_are_capped_oldest_first() -> None:
         )
         assert kept.status_code == 200
         assert '"text":"3"' in kept.text
+
+
+async def test_stateless_mode_keeps_a_session_only_while_it_is_busy() -> None:
+    """No per-session memory for idle sessions: only a busy one, or its streams to record."""
+    store = MemoryStore()
+    sdk_app = build_sdk_app(stateless=True)
+    during: list[bool] = []
+
+    async def spy(scope: Any, receive: Any, send: Any) -> None:
+        session = current_session_or_none()
+        if scope["type"] == "http" and session is not None:
+            local = middleware._locals.get(session.id)
+            during.append(local is not None and local.session is session)
+        await sdk_app(scope, receive, send)
+
+    # Streams are recorded in the session two at a time (20 // RECORD_EVERY).
+    middleware = SessionMiddleware(spy, store=store, mode="stateless", max_streams_per_session=20)
+    async with sdk_app.router.lifespan_context(sdk_app):
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://127.0.0.1:8000"
+        ) as client:
+            session_id = await initialize(client)
+            assert len(middleware._locals) == 0
+            assert await call(client, session_id, "count") == "1"
+            # One stream not yet recorded: kept, without the handle and its record.
+            local = middleware._locals.get(session_id)
+            assert local is not None
+            assert local.session is None
+            assert len(local.unrecorded_streams) == 1
+            assert await call(client, session_id, "count") == "2"
+            assert len(middleware._locals) == 0
+            record = await store.load(session_id)
+            assert record is not None
+            assert len(record.meta["streams"]) == 2
+            assert await call(client, session_id, "session_info") == "unit|2025-06-18"
+    # initialize runs on a provisional handle; every later request on the kept one.
+    assert during == [False, True, True, True, True]
