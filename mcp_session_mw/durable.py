@@ -195,7 +195,10 @@ class DurableResponse:
         else:
             queue = self._queue_in or self._start_writer()
             for queued in kept:
-                await queue.send(queued)
+                try:  # no checkpoint per event: the writer need not run after each one
+                    queue.send_nowait(queued)
+                except anyio.WouldBlock:
+                    await queue.send(queued)
                 # Only once it is queued: a send cancelled on the way (the
                 # server exiting) leaves the response without its answer, and
                 # finish() stores the error for it.
