@@ -22,9 +22,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
+import time
 from dataclasses import dataclass
 
 import anyio
+import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.datastructures import MutableHeaders
@@ -57,6 +60,10 @@ BATCH_SIZE = 500
 """At most this many events go to the store in one call."""
 OPEN_DELAY = 0.05
 """Seconds the writer waits for the app's first event before it opens the stream alone."""
+GATHER_SECONDS = 0.005
+"""While the app streams, an event waits at most this long for others to share its batch."""
+GATHER_CHECKPOINTS = 8
+"""... and no longer than this many turns of the event loop in a row without a new event."""
 RECORD_EVERY = 10
 """New streams are recorded in the session (for ``max_streams_per_session``) in batches
 of a tenth of the cap: one session update per that many requests, not one each."""
@@ -128,6 +135,7 @@ class DurableResponse:
         self._cut_scope: anyio.CancelScope | None = None
         self._queue_in: MemoryObjectSendStream[_Item] | None = None
         self._writer_done: anyio.Event | None = None
+        self._last_batch_end = -math.inf  # when the writer last sent a batch
 
     # -- the app's side ----------------------------------------------------------
 
@@ -187,7 +195,10 @@ class DurableResponse:
         else:
             queue = self._queue_in or self._start_writer()
             for queued in kept:
-                await queue.send(queued)
+                try:  # no checkpoint per event: the writer need not run after each one
+                    queue.send_nowait(queued)
+                except anyio.WouldBlock:
+                    await queue.send(queued)
                 # Only once it is queued: a send cancelled on the way (the
                 # server exiting) leaves the response without its answer, and
                 # finish() stores the error for it.
@@ -387,19 +398,49 @@ class DurableResponse:
         try:
             async with queue:
                 async for first in queue:
-                    batch = [first]
-                    events = 1 if isinstance(first, SSEEvent) else 0
-                    while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
-                        try:
-                            item = queue.receive_nowait()
-                        except (anyio.WouldBlock, anyio.EndOfStream):
-                            break
-                        batch.append(item)
-                        events += isinstance(item, SSEEvent)
+                    batch = await self._next_batch(queue, first)
                     await self._write_batch(batch)
+                    self._last_batch_end = time.monotonic()
         finally:
             assert self._writer_done is not None
             self._writer_done.set()
+
+    async def _next_batch(
+        self, queue: MemoryObjectReceiveStream[_Item], first: _Item
+    ) -> list[_Item]:
+        """``first`` and what queues up behind it: at most ``BATCH_SIZE`` events, up to a mark.
+
+        While the app sends events back to back (the previous batch went out
+        less than ``GATHER_SECONDS`` ago), the batch waits for more: it yields
+        to the app again each time nothing new has arrived, ``GATHER_CHECKPOINTS``
+        times in a row at most, for ``GATHER_SECONDS`` in all. An event after a
+        pause, and everything from the app's answer on, goes out at once.
+        """
+        batch = [first]
+        events = 1 if isinstance(first, SSEEvent) else 0
+        started = time.monotonic()
+        gather = started - self._last_batch_end < GATHER_SECONDS
+        quiet = 0
+        while events < BATCH_SIZE and not isinstance(batch[-1], _Mark):
+            try:
+                item = queue.receive_nowait()
+            except anyio.WouldBlock:
+                if (
+                    not gather
+                    or self._final_event is not None
+                    or quiet == GATHER_CHECKPOINTS
+                    or time.monotonic() - started > GATHER_SECONDS
+                ):
+                    break
+                quiet += 1
+                await anyio.lowlevel.checkpoint()
+                continue
+            except anyio.EndOfStream:
+                break
+            quiet = 0
+            batch.append(item)
+            events += isinstance(item, SSEEvent)
+        return batch
 
     async def _write_batch(self, batch: list[_Item]) -> None:
         mark = batch[-1] if isinstance(batch[-1], _Mark) else None

@@ -314,18 +314,27 @@ def encode_event(
     ``event`` and ``id``: a line break there would end the field early and let
     the value inject fields, and a NUL makes readers ignore the id.
     """
-    parts: list[str] = []
+    frame = ""
     if event is not None:
-        parts.append(_field("event", event.translate(_STRIP_FROM_FIELD)))
+        frame = _field("event", _one_line(event))
     if id is not None:
-        parts.append(_field("id", id.translate(_STRIP_FROM_FIELD)))
+        frame += _field("id", _one_line(id))
     if retry is not None:
         if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
             raise SSEEncodeError(BAD_RETRY.format(value=retry))
-        parts.append(f"retry: {retry}\n")
-    parts.extend(_field("data", line) for line in _split_lines(data))
-    parts.append("\n")
-    return _utf8("".join(parts))
+        frame += f"retry: {retry}\n"
+    if "\n" in data or "\r" in data:
+        frame += "".join([_field("data", line) for line in _split_lines(data)])
+    else:  # the usual case, one line: no split
+        frame += _field("data", data)
+    return _utf8(frame + "\n")
+
+
+def _one_line(value: str) -> str:
+    """``value`` without CR, LF and NUL (scanned first: they are rare)."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        return value.translate(_STRIP_FROM_FIELD)
+    return value
 
 
 def encode_comment(text: str = "") -> bytes:

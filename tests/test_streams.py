@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +31,7 @@ from mcp_session_mw import (
     SessionMiddleware,
     SessionRecord,
     Store,
+    StoredEvent,
     StreamState,
     current_session,
 )
@@ -503,6 +504,41 @@ async def test_every_event_is_stored_before_the_client_gets_it(stateless: bool) 
     assert missing == []
     assert checked == [f.id for f in frames if f.seq > 0]
     assert len(checked) == 21
+
+
+class CountingStore(MemoryStore):
+    """A memory store that records the size of every batch of events it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def _append_events(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        self.batches.append(len(items))
+        return await super()._append_events(key, stream_id, items, max_events)
+
+
+async def test_a_burst_of_events_is_stored_in_a_few_calls() -> None:
+    """Events the app sends back to back share store calls; none is lost or reordered.
+
+    The memory store answers at once, so without gathering every event would
+    be a call of its own.
+    """
+    store = CountingStore()
+    async with serving(store=store) as server, bounded() as tg:
+        session_id = await initialize(server)
+        wire = await post(tg, server, session_id, stream_call(3, 200))
+        frames = await wire.rest()
+    assert progress_of(frames) == list(range(1, 201))
+    assert [f.seq for f in frames] == list(range(202))  # priming, 200 progress, the result
+    assert sum(store.batches) == 201
+    assert len(store.batches) <= 100, store.batches
 
 
 async def test_a_client_that_leaves_does_not_stop_the_tool(stateless: bool) -> None:

@@ -174,16 +174,7 @@ class MemoryStore(Store):
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
     ) -> StoredEvent:
-        stream = self._stream(key, stream_id)
-        stored = StoredEvent(stream_id, stream.state.last_seq + 1, data, event)
-        stream.events.append(stored)
-        first_seq = stream.state.first_seq
-        if max_events is not None and len(stream.events) > max_events:
-            drop = len(stream.events) - max_events
-            del stream.events[:drop]
-            first_seq = stream.events[0].seq
-        stream.state = replace(stream.state, last_seq=stored.seq, first_seq=first_seq)
-        self._wake(stream)
+        [stored] = await self._append_events(key, stream_id, ((data, event),), max_events)
         return stored
 
     async def _append_events(
@@ -193,11 +184,22 @@ class MemoryStore(Store):
         items: Sequence[tuple[str, str | None]],
         max_events: int | None,
     ) -> list[StoredEvent]:
-        self._stream(key, stream_id)  # refuse before storing anything
-        return [
-            await self._append_event(key, stream_id, data, event, max_events)
-            for data, event in items
+        """The whole batch at once: one state update and one wake-up, not one per event."""
+        stream = self._stream(key, stream_id)  # refuses before storing anything
+        start = stream.state.last_seq + 1
+        stored = [
+            StoredEvent(stream_id, seq, data, event)
+            for seq, (data, event) in enumerate(items, start)
         ]
+        events = stream.events
+        events.extend(stored)
+        first_seq = stream.state.first_seq
+        if max_events is not None and len(events) > max_events:
+            del events[: len(events) - max_events]
+            first_seq = events[0].seq
+        stream.state = replace(stream.state, last_seq=start + len(stored) - 1, first_seq=first_seq)
+        self._wake(stream)
+        return stored
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         stream = self._streams.get(key, {}).pop(stream_id, None)

@@ -277,12 +277,14 @@ return 1
 """
 
 # ARGV: now, stream id, max events ('' for no trimming), open ('1'/'0'), the open's
-# request id JSON, owner and lease, finish ('1'/'0'), then two per event: data, and
-# the event name prefixed by '+' ('-' for none). Opens (or takes over) the stream if
-# asked, appends every event as one XADD each, marks the stream done if asked: one
-# script, so atomic, and the seqs of a batch are consecutive. Returns the last seq
-# (the batch holds the (#ARGV - 8) / 2 seqs up to it), -1 (no session) or -2 (no
-# stream).
+# request id JSON, owner and lease, finish ('1'/'0'), then the events packed in four
+# arguments (a few large arguments cost the client far less than two per event): their
+# data concatenated, the data sizes in bytes (space-separated, '' for no events), their
+# names concatenated, and the name sizes (-1 for an event without a name). Opens (or
+# takes over) the stream if asked, appends every event as one XADD each, marks the
+# stream done if asked: one script, so atomic, and the seqs of a batch are
+# consecutive. Returns the last seq (the batch holds the seqs up to it), -1 (no
+# session) or -2 (no stream).
 _WRITE = """
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
@@ -302,31 +304,41 @@ elseif not cur[2] then
   return -2
 end
 local n = tonumber(cur[2])
-if #ARGV > 8 then
+if ARGV[10] ~= '' then
   local f = tonumber(cur[1])
   local ev = KEYS[1] .. ':ev:' .. ARGV[2]
   local fresh = redis.call('EXISTS', ev) == 0
-  local head = {'XADD', ev}
-  if ARGV[3] ~= '' then
-    head = {'XADD', ev, 'MAXLEN', ARGV[3]}
-  end
-  local h = #head
-  for i = 9, #ARGV, 2 do
+  local max = ARGV[3]
+  local data, names = ARGV[9], ARGV[11]
+  local next_name_size = string.gmatch(ARGV[12], '%S+')
+  local at, name_at = 1, 1
+  for size in string.gmatch(ARGV[10], '%d+') do
     n = n + 1
-    local cmd = {unpack(head)}
-    cmd[h + 1] = string.format('0-%d', n)
-    cmd[h + 2] = 'd'
-    cmd[h + 3] = ARGV[i]
-    local name = ARGV[i + 1]
-    if string.sub(name, 1, 1) == '+' then
-      cmd[h + 4] = 'e'
-      cmd[h + 5] = string.sub(name, 2)
+    local stop = at + tonumber(size)
+    local d = string.sub(data, at, stop - 1)
+    at = stop
+    local id = string.format('0-%d', n)
+    local name_size = tonumber(next_name_size())
+    if name_size < 0 then
+      if max == '' then
+        redis.call('XADD', ev, id, 'd', d)
+      else
+        redis.call('XADD', ev, 'MAXLEN', max, id, 'd', d)
+      end
+    else
+      local name_stop = name_at + name_size
+      local e = string.sub(names, name_at, name_stop - 1)
+      name_at = name_stop
+      if max == '' then
+        redis.call('XADD', ev, id, 'd', d, 'e', e)
+      else
+        redis.call('XADD', ev, 'MAXLEN', max, id, 'd', d, 'e', e)
+      end
     end
-    redis.call(unpack(cmd))
   end
-  if ARGV[3] ~= '' then
-    local max = tonumber(ARGV[3])
-    if n - f + 1 > max then f = n - max + 1 end
+  if max ~= '' then
+    local m = tonumber(max)
+    if n - f + 1 > m then f = n - m + 1 end
   end
   redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
   if fresh then
@@ -1087,7 +1099,7 @@ class RedisStore(Store):
         """Open, append and finish in one script call: one round trip, atomic."""
         if max_events is None:
             max_events = self._max_events
-        args = [
+        args: list[str | bytes] = [
             _num(self.now()),
             stream_id,
             "" if max_events is None else str(max(0, max_events)),
@@ -1102,9 +1114,14 @@ class RedisStore(Store):
                 _num(open_as.lease_expires),
                 "1" if finish else "0",
             ]
-        for data, event in items:
-            args.append(data)
-            args.append("-" if event is None else "+" + event)
+        encoded = [data.encode() for data, _ in items]
+        names = [None if event is None else event.encode() for _, event in items]
+        args += [
+            b"".join(encoded),
+            " ".join(map(str, map(len, encoded))),
+            b"".join([name for name in names if name is not None]),
+            " ".join(["-1" if name is None else str(len(name)) for name in names]),
+        ]
         with self._guard:
             last = int(await _WRITE_SCRIPT(self.client, [self._base(key)], args))
         if last == -1:
