@@ -389,9 +389,9 @@ class DurableResponse:
         except StoreError:
             pending[:0] = new  # the next stream tries again
             raise
-        for stream_id in dropped:
-            if stream_id != STANDALONE_STREAM:
-                await self.store.delete_stream(self.session_id, stream_id)
+        await self.store.delete_streams(
+            self.session_id, [stream_id for stream_id in dropped if stream_id != STANDALONE_STREAM]
+        )
 
     async def _write(self, queue: MemoryObjectReceiveStream[_Item]) -> None:
         """Store each burst of queued events in one call, then forward it."""

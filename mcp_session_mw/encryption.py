@@ -403,6 +403,9 @@ class EncryptedStore(Store):
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         return await self._backend._delete_stream(key, stream_id)
 
+    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
+        return await self._backend._delete_streams(key, stream_ids)
+
     # -- events: data sealed with the session's data key -----------------------------------
 
     async def _event_key(self, key: str) -> _DataKey:

@@ -91,6 +91,7 @@ STORE_OPERATIONS = (
     "append_events",
     "write_stream",
     "delete_stream",
+    "delete_streams",
     "read_events",
 )
 """The store methods timed. ``wait_events`` is not: it blocks until an event

@@ -347,6 +347,12 @@ class Store(abc.ABC):
         """Remove one stream and its events; True if it existed. Idempotent."""
         return await self._delete_stream(self.key(session_id), stream_id)
 
+    async def delete_streams(self, session_id: str, stream_ids: Sequence[str]) -> int:
+        """Remove several streams and their events in one write; how many existed."""
+        if not stream_ids:
+            return 0
+        return await self._delete_streams(self.key(session_id), list(dict.fromkeys(stream_ids)))
+
     async def read_events(
         self, session_id: str, stream_id: str, after_seq: int = 0, limit: int = 1000
     ) -> list[StoredEvent]:
@@ -469,6 +475,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def _delete_stream(self, key: str, stream_id: str) -> bool: ...
+
+    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
+        """Default: one delete per stream. Backends override it with one round trip."""
+        return sum([await self._delete_stream(key, stream_id) for stream_id in stream_ids])
 
     @abc.abstractmethod
     async def _read_events(

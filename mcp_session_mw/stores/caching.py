@@ -310,6 +310,9 @@ class CachingStore(Store):
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         return await self._backend._delete_stream(key, stream_id)
 
+    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
+        return await self._backend._delete_streams(key, stream_ids)
+
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]:

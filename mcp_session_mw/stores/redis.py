@@ -373,6 +373,25 @@ if was and existed then return 1 end
 return 0
 """
 
+# ARGV: now, wake ms, then the stream ids. Returns how many the live session had.
+_DELETE_STREAMS = """
+local now = tonumber(ARGV[1])
+local was = live(KEYS[1], now)
+local removed = 0
+for i = 3, #ARGV do
+  local existed = redis.call('DEL', KEYS[1] .. ':st:' .. ARGV[i], KEYS[1] .. ':ev:' .. ARGV[i]) > 0
+  redis.call('SREM', KEYS[1] .. ':streams', ARGV[i])
+  if existed then removed = removed + 1 end
+end
+if was then
+  wake(KEYS[1], stream_px(KEYS[1], now))
+  return removed
+elseif redis.call('EXISTS', KEYS[1] .. ':wake') == 1 then
+  wake(KEYS[1], tonumber(ARGV[2]))
+end
+return 0
+"""
+
 # ARGV: now, stream id. Returns {r, o, l, f, n, z} or nil.
 _LOAD_STREAM = """
 if not live(KEYS[1], tonumber(ARGV[1])) then return false end
@@ -501,6 +520,7 @@ _OPEN_STREAM_SCRIPT = _Script(_OPEN_STREAM)
 _SET_STREAM_FIELD_SCRIPT = _Script(_SET_STREAM_FIELD)
 _WRITE_SCRIPT = _Script(_WRITE)
 _DELETE_STREAM_SCRIPT = _Script(_DELETE_STREAM)
+_DELETE_STREAMS_SCRIPT = _Script(_DELETE_STREAMS)
 _LOAD_STREAM_SCRIPT = _Script(_LOAD_STREAM)
 _READ_SCRIPT = _Script(_READ)
 _PAGE_SCRIPT = _Script(_PAGE, helpers=False)
@@ -1138,6 +1158,12 @@ class RedisStore(Store):
         with self._guard:
             existed = await _DELETE_STREAM_SCRIPT(self.client, [self._base(key)], args)
         return int(existed) == 1
+
+    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
+        args = [_num(self.now()), str(WAKE_AFTER_DELETE_MS), *stream_ids]
+        with self._guard:
+            removed = await _DELETE_STREAMS_SCRIPT(self.client, [self._base(key)], args)
+        return int(removed)
 
     async def _read(
         self, key: str, stream_id: str, after_seq: int, limit: int

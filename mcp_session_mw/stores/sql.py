@@ -1785,6 +1785,29 @@ SELECT (SELECT last_seq FROM opened),
 
         return await self._write(delete_stream)
 
+    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
+        streams, events = self._t.streams, self._t.events
+
+        async def delete_streams(conn: AsyncConnection) -> int:
+            # As in _delete_stream: stream rows first, then their events. On
+            # PostgreSQL the rows found are notified (delivered at commit).
+            chosen = sa.and_(streams.c.session_key == key, streams.c.stream_id.in_(stream_ids))
+            found = (
+                sa.func.pg_notify(self._channel, sa.literal(f"{key}:") + streams.c.stream_id)
+                if self._postgres
+                else streams.c.stream_id
+            )
+            existing = (await conn.execute(sa.select(found).where(chosen))).all()
+            await conn.execute(sa.delete(streams).where(chosen))
+            await conn.execute(
+                sa.delete(events).where(
+                    events.c.session_key == key, events.c.stream_id.in_(stream_ids)
+                )
+            )
+            return len(existing)
+
+        return await self._write(delete_streams)
+
     def _events_query(
         self, key: str, stream_id: str, after_seq: int, limit: int, now: float
     ) -> sa.Select[Any]:

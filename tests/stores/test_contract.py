@@ -500,6 +500,21 @@ async def test_write_stream_refuses_without_storing_anything(store: Store) -> No
         await store.write_stream("refused", "s1", [], open_as=stream("other"))
 
 
+async def test_delete_streams_removes_those_streams_in_one_call(store: Store) -> None:
+    await store.create("many", new_record())
+    for stream_id in ("a", "b", "c"):
+        await store.write_stream("many", stream_id, [("x", None)], open_as=stream(stream_id))
+    assert await store.delete_streams("many", ["a", "c", "nope", "a"]) == 2
+    assert await store.load_stream("many", "a") is None
+    assert await store.load_stream("many", "c") is None
+    assert await store.read_events("many", "a") == []
+    kept = await store.load_stream("many", "b")
+    assert kept is not None
+    assert [e.data for e in await store.read_events("many", "b")] == ["x"]
+    assert await store.delete_streams("many", []) == 0
+    assert await store.delete_streams("ghost", ["b"]) == 0
+
+
 async def test_concurrent_batches_get_distinct_consecutive_seqs(
     store: Store, store_factory: StoreFactory
 ) -> None:
