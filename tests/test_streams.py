@@ -541,6 +541,72 @@ async def test_a_burst_of_events_is_stored_in_a_few_calls() -> None:
     assert len(store.batches) <= 100, store.batches
 
 
+class WriteCountingStore(MemoryStore):
+    """A memory store that records every write_stream call: (events, opens, finishes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[tuple[int, bool, bool]] = []
+
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        self.writes.append((len(items), open_as is not None, finish))
+        return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
+
+
+async def test_an_answer_sent_at_once_is_one_store_write() -> None:
+    """Open, the answer and finish go to the store together, before the client sees them."""
+    store = WriteCountingStore()
+    async with serving(store=store) as server, bounded() as tg:
+        session_id = await initialize(server)
+        frames = await (await post(tg, server, session_id, stream_call(4, 0))).rest()
+        assert results_of(frames, 4) == [frames[-1].message]
+        state = await store.load_stream(session_id, str(frames[-1].stream))
+    assert store.writes == [(1, True, True)]
+    assert state is not None
+    assert state.done
+    assert state.last_seq == 1
+
+
+async def test_a_silent_tool_has_its_stream_stored_and_a_priming_resume_waits_for_it() -> None:
+    """A tool that sends nothing yet: its stream is opened on its own after OPEN_DELAY.
+
+    A resume from the priming event's id that arrives before that (on another
+    instance) waits for the stream instead of being refused.
+    """
+    store = MemoryStore()
+    async with (
+        serving(store=store) as producer,
+        serving(store=store) as other,
+        bounded() as tg,
+    ):
+        session_id = await initialize(producer)
+        producer.pacer.allow(0)
+        wire = await post(tg, producer, session_id, stream_call(6, 2))
+        priming = await wire.next_frame()
+        assert priming is not None
+        assert priming.seq == 0
+        assert await store.load_stream(session_id, str(priming.stream)) is None
+        wire.leave()
+        resumed = await get(tg, other, session_id, [str(priming.id)])
+        assert resumed.status == 200
+        state = await store.load_stream(session_id, str(priming.stream))
+        assert state is not None
+        assert not state.done
+        assert state.lease_expires > store.now()
+        producer.pacer.allow(2)
+        frames = await resumed.rest()
+    assert progress_of(frames) == [1, 2]
+    assert results_of(frames, 6) == [frames[-1].message]
+
+
 async def test_a_client_that_leaves_does_not_stop_the_tool(stateless: bool) -> None:
     async with serving(stateless=stateless) as server, bounded() as tg:
         session_id = await initialize(server)
