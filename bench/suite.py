@@ -206,6 +206,29 @@ def write_sections(path: Path, sections: dict[str, list[str]]) -> list[str]:
     return missing
 
 
+_SUMMARY_ROW = re.compile(r"^\| (.+?) \| (.*?) \| (.*?) \| (.*?) \|$")
+
+
+def previous_rows(path: Path) -> list[Row]:
+    """The target rows of the summary block now in ``path`` (for a partial run)."""
+    text = path.read_text(encoding="utf-8")
+    block = re.search(r"<!-- bench:summary -->\n(.*?)<!-- /bench:summary -->", text, re.DOTALL)
+    rows: list[Row] = []
+    for line in (block.group(1) if block else "").splitlines():
+        match = _SUMMARY_ROW.match(line)
+        if match and match.group(1) not in ("figure", "---") and not line.startswith("|---"):
+            figure, value, target, ok = match.groups()
+            rows.append((figure, value, target, ok))
+    return rows
+
+
+def merge_rows(old: list[Row], new: list[Row]) -> list[Row]:
+    """``old`` with the rows ``new`` measured again replaced in place; new figures appended."""
+    fresh = {row[0]: row for row in new}
+    merged = [fresh.pop(row[0], row) for row in old]
+    return merged + [row for row in new if row[0] in fresh]
+
+
 def timed(label: str, step: Callable[[], T]) -> T:
     print(f"\n== {label}", flush=True)
     started = time.perf_counter()
@@ -265,13 +288,22 @@ def main() -> None:
 
     load_end = os.getloadavg()
     minutes = (time.perf_counter() - started) / 60
+    partial = set(args.only) != set(PARTS) or set(stores) != set(requests.STORES)
+    if partial and not args.no_write:
+        rows = merge_rows(previous_rows(DOCS), rows)
     summary = [
         f"Run of {datetime.date.today().isoformat()}, {minutes:.1f} minutes."
         f" Machine: {info['cpus']} x {info['cpu']}, {info['os']}, {info['python']}"
         + "".join(
             f", {name} {info[name]}" for name in ("sqlite", "postgresql", "redis") if name in info
         )
-        + f". Load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end (1 min).",
+        + f". Load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end (1 min)."
+        + (
+            f" Partial run ({', '.join(args.only)}; stores: {', '.join(stores)}):"
+            " the other rows are from an earlier run."
+            if partial
+            else ""
+        ),
         "",
         "| figure | value | target | met |",
         "|---|---:|---:|---|",
