@@ -20,7 +20,6 @@ and the lease find it.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
@@ -48,6 +47,7 @@ from .streams import (
     encode_stored,
     error_event,
     format_event_id,
+    is_response_to,
     mint_stream_id,
     wants_priming,
 )
@@ -524,17 +524,7 @@ class DurableResponse:
             await self.request_close()
 
     def _is_final(self, data: str) -> bool:
-        if '"result"' not in data and '"error"' not in data:
-            return False
-        try:
-            message = json.loads(data)
-        except ValueError:
-            return False
-        return (
-            isinstance(message, dict)
-            and message.get("id") == self.request_id
-            and ("result" in message or "error" in message)
-        )
+        return is_response_to(data, self.request_id)
 
 
 def _body(chunk: bytes) -> Message:
