@@ -47,6 +47,7 @@ StateChange = (
 DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
+BAD_MAX_EVENTS = "max_events must be a positive integer or None"
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
@@ -298,6 +299,7 @@ class Store(abc.ABC):
         the stream's ``first_seq`` moves on). Raises SessionNotFoundError if the
         session is gone and StreamNotFoundError if the stream was never opened.
         """
+        _check_max_events(max_events)
         return await self._append_event(self.key(session_id), stream_id, data, event, max_events)
 
     async def append_events(
@@ -314,6 +316,7 @@ class Store(abc.ABC):
         is. This is how the middleware stores a burst of events in one round
         trip while the previous write was in flight.
         """
+        _check_max_events(max_events)
         if not items:
             return []
         return await self._append_events(self.key(session_id), stream_id, items, max_events)
@@ -339,6 +342,7 @@ class Store(abc.ABC):
         """
         if open_as is not None and open_as.stream_id != stream_id:
             raise ValueError("open_as.stream_id must be the stream written")
+        _check_max_events(max_events)
         return await self._write_stream(
             self.key(session_id), stream_id, items, open_as, finish, max_events
         )
@@ -484,6 +488,14 @@ class Store(abc.ABC):
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]: ...
+
+
+def _check_max_events(max_events: int | None) -> None:
+    """Every backend refuses the same bad ``max_events``, before anything is stored."""
+    if max_events is not None and (
+        isinstance(max_events, bool) or not isinstance(max_events, int) or max_events < 1
+    ):
+        raise ValueError(BAD_MAX_EVENTS)
 
 
 def _check_lock_name(name: str) -> None:

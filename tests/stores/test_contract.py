@@ -515,6 +515,19 @@ async def test_delete_streams_removes_those_streams_in_one_call(store: Store) ->
     assert await store.delete_streams("ghost", ["b"]) == 0
 
 
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+async def test_a_bad_max_events_is_refused_and_stores_nothing(store: Store, bad: object) -> None:
+    await store.create("bad-max", new_record())
+    await store.open_stream("bad-max", stream())
+    with pytest.raises(ValueError, match="max_events"):
+        await store.append_event("bad-max", "s1", "x", max_events=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_events"):
+        await store.append_events("bad-max", "s1", [("x", None)], max_events=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_events"):
+        await store.write_stream("bad-max", "s1", [("x", None)], max_events=bad)  # type: ignore[arg-type]
+    assert await store.read_events("bad-max", "s1") == []
+
+
 async def test_concurrent_batches_get_distinct_consecutive_seqs(
     store: Store, store_factory: StoreFactory
 ) -> None:
