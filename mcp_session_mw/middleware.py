@@ -45,7 +45,7 @@ from .asgi import (
     with_headers,
 )
 from .durable import OPEN_DELAY, DurableResponse
-from .errors import ConfigurationError, StoreError
+from .errors import ConfigurationError, SessionNotFoundError, StoreError
 from .janitor import Janitor
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -886,6 +886,9 @@ class SessionMiddleware:
             delivered = await hand_over(
                 self.store, session_id, owner, body, key, REPLY_HANDOVER_TIMEOUT
             )
+        except SessionNotFoundError:  # deleted or expired while the reply was on its way
+            await self._not_found(send, request_id)
+            return
         except StoreError:
             await self._unavailable(send, request_id)
             return

@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Scope
 
 from .asgi import body_only, call_and_capture
-from .errors import StoreError
+from .errors import SessionNotFoundError, StoreError
 from .logs import log_failure
 from .protocol import SESSION_HEADER, VERSION_HEADER
 from .records import JSONValue, StreamState
@@ -176,7 +176,11 @@ def owner_of(meta: dict[str, JSONValue], key: str) -> tuple[str, JSONValue] | No
 async def hand_over(
     store: Store, session_id: str, owner: str, body: bytes, key: str, timeout: float
 ) -> bool:
-    """Give a reply to the process that holds its request; True once it has it."""
+    """Give a reply to the process that holds its request; True once it has it.
+
+    False if the owner has not taken it within ``timeout``; raises
+    SessionNotFoundError if the session is deleted (or expires) meanwhile.
+    """
     stream_id = reply_stream(owner)
     if await store.load_stream(session_id, stream_id) is None:
         await store.open_stream(session_id, StreamState(stream_id=stream_id))
@@ -185,8 +189,10 @@ async def hand_over(
     with anyio.move_on_after(timeout):
         while True:
             record = await store.load(session_id)
-            if record is None or owner_of(record.meta, key) is None:
-                return record is not None
+            if record is None:
+                raise SessionNotFoundError("session not found")
+            if owner_of(record.meta, key) is None:
+                return True
             await anyio.sleep(0.05)
     return False
 

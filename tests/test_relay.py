@@ -23,7 +23,8 @@ from pydantic import BaseModel
 from starlette.applications import Starlette
 
 from mcp_session_mw import MemoryStore, SessionMiddleware, relay
-from mcp_session_mw.records import StoredEvent
+from mcp_session_mw.errors import SessionNotFoundError
+from mcp_session_mw.records import SessionRecord, StoredEvent
 from mcp_session_mw.relay import PENDING_KEY, REPLY_STREAM_PREFIX, AppSessionWorker
 
 from .asgi_lifespan import ACCEPT, BASE_URL, PROTOCOL_VERSION, lifespan, messages
@@ -220,3 +221,34 @@ async def test_the_inbox_runs_only_while_a_server_request_is_pending(reply_to: s
             assert answered.status_code == 202, answered.text
         assert result == ["accept:alice", "decline:"]
         await until(lambda: not worker.following)
+
+
+async def test_a_reply_for_a_deleted_session_is_not_taken_for_an_outage() -> None:
+    """hand_over tells a session that went away (-> 404) from a store that is down (-> 503)."""
+    store = MemoryStore()
+    with pytest.raises(SessionNotFoundError):
+        await relay.hand_over(store, "gone", "proc-a", b"{}", '"k"', WAIT)
+    session_id = "alive"
+    now = store.now()
+    await store.create(
+        session_id,
+        SessionRecord(
+            key="",
+            protocol_version=PROTOCOL_VERSION,
+            created_at=now,
+            last_accessed=now,
+            expires_at=now + 60,
+            ttl=60,
+            meta={PENDING_KEY: {'"k"': ["proc-a", 7]}},
+        ),
+    )
+
+    async def delete_soon() -> None:
+        await anyio.sleep(0.1)
+        await store.delete(session_id)
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(delete_soon)
+            with pytest.raises(SessionNotFoundError):
+                await relay.hand_over(store, session_id, "proc-a", b"{}", '"k"', WAIT)
