@@ -490,6 +490,17 @@ class Store(abc.ABC):
     ) -> list[StoredEvent]: ...
 
 
+def stored_batch(
+    stream_id: str, last_seq: int, items: Sequence[tuple[str, str | None]]
+) -> list[StoredEvent]:
+    """The events of a batch a backend stored with consecutive seqs ending at ``last_seq``."""
+    start = last_seq - len(items) + 1
+    return [
+        StoredEvent(stream_id, start + offset, data, event)
+        for offset, (data, event) in enumerate(items)
+    ]
+
+
 def _check_max_events(max_events: int | None) -> None:
     """Every backend refuses the same bad ``max_events``, before anything is stored."""
     if max_events is not None and (

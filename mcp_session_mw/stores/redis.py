@@ -57,7 +57,7 @@ from ..errors import (
     StreamNotFoundError,
 )
 from ..records import Page, SessionRecord, StoredEvent, StreamState
-from .base import Store
+from .base import Store, stored_batch
 
 DEFAULT_PREFIX = "mcp:"
 UNAVAILABLE_MESSAGE = "Redis is unreachable"
@@ -1148,10 +1148,7 @@ class RedisStore(Store):
             raise SessionNotFoundError(SESSION_NOT_FOUND)
         if last == -2:
             raise StreamNotFoundError(STREAM_NOT_FOUND)
-        first = last - len(items) + 1
-        return [
-            StoredEvent(stream_id, first + i, data, event) for i, (data, event) in enumerate(items)
-        ]
+        return stored_batch(stream_id, last, items)
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         args = [_num(self.now()), stream_id, str(WAKE_AFTER_DELETE_MS)]

@@ -78,7 +78,14 @@ from ..errors import (
     StreamNotFoundError,
 )
 from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
-from .base import DEFAULT_POLL_INTERVAL, DEFAULT_UPDATE_RETRIES, StateChange, Store, check_state
+from .base import (
+    DEFAULT_POLL_INTERVAL,
+    DEFAULT_UPDATE_RETRIES,
+    StateChange,
+    Store,
+    check_state,
+    stored_batch,
+)
 
 _IMPORT_ERROR: ImportError | None = None
 try:
@@ -1492,11 +1499,7 @@ SELECT (SELECT last_seq FROM opened),
             last_seq = await self._append_aiosqlite(key, stream_id, items, max_events, now)
         else:
             last_seq = await self._append_core(key, stream_id, items, max_events, now)
-        start = last_seq - len(items) + 1
-        return [
-            StoredEvent(stream_id, start + offset, data, event)
-            for offset, (data, event) in enumerate(items)
-        ]
+        return stored_batch(stream_id, last_seq, items)
 
     async def _write_stream(
         self,
@@ -1508,8 +1511,6 @@ SELECT (SELECT last_seq FROM opened),
         max_events: int | None,
     ) -> list[StoredEvent]:
         """One round trip on asyncpg (a new stream) and aiosqlite; else the calls in turn."""
-        if max_events is not None and max_events < 1:
-            raise ValueError(BAD_MAX_EVENTS)
         now = self.now()
         if self._append_sql.sqlite is not None:
             opening = None
@@ -1550,11 +1551,7 @@ SELECT (SELECT last_seq FROM opened),
                 )
         else:
             return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
-        start = last_seq - len(items) + 1
-        return [
-            StoredEvent(stream_id, start + offset, data, event)
-            for offset, (data, event) in enumerate(items)
-        ]
+        return stored_batch(stream_id, last_seq, items)
 
     async def _open_asyncpg(
         self,
