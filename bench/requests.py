@@ -38,9 +38,10 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -56,6 +57,8 @@ from streaming import _drop, _versions, reachable, store_url
 
 HERE = Path(__file__).resolve().parent
 APP_SERVER = HERE / "app_server.py"
+R = TypeVar("R")
+
 STORES = ("memory", "redis", "postgresql", "sqlite")
 CLIENTS = 16
 WINDOW = 2.0
@@ -499,11 +502,17 @@ def run(stores: Sequence[str], clients: int, window: float, rounds: int) -> list
     return runs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def command_line(
+    doc: str,
+    run: Callable[[Sequence[str], int, float, int], Sequence[R]],
+    table: Callable[[Sequence[R], int], list[str]],
+    window: float,
+) -> None:
+    """The command line of a per-store benchmark: options, machine, the run, its table."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
     parser.add_argument("--clients", type=int, default=CLIENTS)
-    parser.add_argument("--window", type=float, default=WINDOW, help="seconds per measurement")
+    parser.add_argument("--window", type=float, default=window, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     args = parser.parse_args()
     stores = available(args.stores)
@@ -516,6 +525,10 @@ def main() -> None:
     print()
     print("\n".join(table(runs, args.clients)))
     print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+
+
+def main() -> None:
+    command_line(__doc__, run, table, WINDOW)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ under test) and the bare SDK take turns, the order flipping every round.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import shutil
 import tempfile
 import time
@@ -25,18 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import machine, median
+from common import median
 from requests import (
-    CLIENTS,
-    ROUNDS,
-    STORES,
     AppServer,
     RawSession,
-    available,
+    command_line,
     cpu_seconds,
     store_prefix,
 )
-from streaming import _drop, _versions, store_url
+from streaming import _drop, store_url
 
 WINDOW = 2.0
 
@@ -160,22 +155,7 @@ def run(stores: Sequence[str], clients: int, window: float, rounds: int) -> list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stores", nargs="+", choices=STORES, default=list(STORES))
-    parser.add_argument("--clients", type=int, default=CLIENTS)
-    parser.add_argument("--window", type=float, default=WINDOW, help="seconds per measurement")
-    parser.add_argument("--rounds", type=int, default=ROUNDS)
-    args = parser.parse_args()
-    stores = available(args.stores)
-    info = machine()
-    info.update(asyncio.run(_versions(stores)))
-    for key, value in info.items():
-        print(f"{key}: {value}")
-    print("load average at start: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
-    runs = run(stores, args.clients, args.window, args.rounds)
-    print()
-    print("\n".join(table(runs, args.clients)))
-    print("load average at end: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
+    command_line(__doc__, run, table, WINDOW)
 
 
 if __name__ == "__main__":
