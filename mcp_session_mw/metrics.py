@@ -199,14 +199,31 @@ _INSTRUMENTED = "_mcp_session_mw_instrumented"
 _tracer: Any = None if _otel_trace is None else _otel_trace.get_tracer("mcp_session_mw")
 
 
+TRACING_RECHECK_SECONDS = 1.0
+"""Until the application configures a tracer provider, it is looked for at most this often."""
+_tracing_found = False
+_tracing_checked_at = -math.inf
+
+
 def _tracing() -> bool:
-    """True once the application configured an OpenTelemetry tracer provider."""
-    if _otel_trace is None:
+    """True once the application configured an OpenTelemetry tracer provider.
+
+    The provider is set once per process; until it is, asking for it (an
+    environment lookup and a few calls) is repeated at most once a second,
+    not on every store call.
+    """
+    global _tracing_found, _tracing_checked_at
+    if _tracing_found or _otel_trace is None:
+        return _tracing_found
+    now = time.monotonic()
+    if now - _tracing_checked_at < TRACING_RECHECK_SECONDS:
         return False
-    return not isinstance(
+    _tracing_checked_at = now
+    _tracing_found = not isinstance(
         _otel_trace.get_tracer_provider(),
         _otel_trace.ProxyTracerProvider | _otel_trace.NoOpTracerProvider,
     )
+    return _tracing_found
 
 
 def instrument(store: Store) -> Store:
