@@ -47,6 +47,8 @@ StateChange = (
 DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
+KEY_CACHE_SIZE = 4096
+"""Session ids whose keys a store keeps computed (cleared when full)."""
 BAD_MAX_EVENTS = "max_events must be a positive integer or None"
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
@@ -87,6 +89,7 @@ class Store(abc.ABC):
         if isinstance(secret, str):
             secret = secret.encode()
         self._secret = secret or None
+        self._keys: dict[str, str] = {}  # session id -> key, for the sessions in use
         self._clock: Callable[[], float] = time.time
         # Who holds a lock taken through this object; other objects, even on the
         # same backend and in the same process, are other holders.
@@ -96,10 +99,17 @@ class Store(abc.ABC):
 
     def key(self, session_id: str) -> str:
         """The digest a session is stored under: SHA-256, or HMAC-SHA-256 with ``secret``."""
-        raw = session_id.encode()
-        if self._secret is not None:
-            return hmac.new(self._secret, raw, hashlib.sha256).hexdigest()
-        return hashlib.sha256(raw).hexdigest()
+        key = self._keys.get(session_id)
+        if key is None:
+            raw = session_id.encode()
+            if self._secret is not None:
+                key = hmac.new(self._secret, raw, hashlib.sha256).hexdigest()
+            else:
+                key = hashlib.sha256(raw).hexdigest()
+            if len(self._keys) >= KEY_CACHE_SIZE:
+                self._keys.clear()  # a request computes a key a few times: any recent cache will do
+            self._keys[session_id] = key
+        return key
 
     def now(self) -> float:
         return self._clock()
