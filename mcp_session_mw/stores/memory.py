@@ -17,7 +17,12 @@ from .base import Store
 class _Stream:
     state: StreamState
     events: list[StoredEvent] = field(default_factory=list)
-    changed: anyio.Event = field(default_factory=anyio.Event)
+    changed: anyio.Event | None = None  # made by a reader that waits, set by the next change
+
+    def wake(self) -> None:
+        changed, self.changed = self.changed, None
+        if changed is not None:
+            changed.set()
 
 
 class MemoryStore(Store):
@@ -82,7 +87,7 @@ class MemoryStore(Store):
             index = bisect.bisect_left(self._sorted_keys, key)
             del self._sorted_keys[index]
         for stream in self._streams.pop(key, {}).values():
-            stream.changed.set()
+            stream.wake()
         return existed
 
     async def _delete(self, key: str) -> bool:
@@ -156,6 +161,38 @@ class MemoryStore(Store):
         self._wake(existing)
         return existing.state
 
+    async def _write_stream(
+        self,
+        key: str,
+        stream_id: str,
+        items: Sequence[tuple[str, str | None]],
+        open_as: StreamState | None,
+        finish: bool,
+        max_events: int | None,
+    ) -> list[StoredEvent]:
+        streams = self._streams.get(key)
+        if open_as is None or streams is None or stream_id in streams:
+            return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
+        # A new stream (most often a whole response): its state is made once,
+        # and nobody can be waiting on it yet.
+        if self._live(key, self.now()) is None:
+            raise SessionNotFoundError("session not found")
+        stored = [
+            StoredEvent(stream_id, seq, data, event) for seq, (data, event) in enumerate(items, 1)
+        ]
+        kept = stored if max_events is None else stored[-max_events:]
+        state = StreamState(
+            stream_id=stream_id,
+            request_id=open_as.request_id,
+            owner=open_as.owner,
+            lease_expires=open_as.lease_expires,
+            first_seq=kept[0].seq if kept else 1,
+            last_seq=len(stored),
+            done=finish,
+        )
+        streams[stream_id] = _Stream(state, kept)
+        return stored
+
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         if self._live(key, self.now()) is None:
             return None
@@ -205,7 +242,7 @@ class MemoryStore(Store):
         stream = self._streams.get(key, {}).pop(stream_id, None)
         if stream is None:
             return False
-        stream.changed.set()
+        stream.wake()
         return True
 
     async def _read_events(
@@ -238,10 +275,11 @@ class MemoryStore(Store):
                 stream = self._streams.get(key, {}).get(stream_id)
                 if stream is None or stream.state.done:
                     return []
+                if stream.changed is None:
+                    stream.changed = anyio.Event()
                 await stream.changed.wait()
         return []
 
     @staticmethod
     def _wake(stream: _Stream) -> None:
-        stream.changed.set()
-        stream.changed = anyio.Event()
+        stream.wake()

@@ -462,6 +462,15 @@ async def test_write_stream_opens_appends_and_finishes_in_one_call(store: Store)
     state = await store.load_stream("write", "s1")
     assert state is not None
     assert (state.last_seq, state.done, state.request_id) == (3, False, 8)
+    # A second stream of the session, written whole.
+    [answer] = await store.write_stream(
+        "write", "s2", [("z", "message")], open_as=stream("s2", request_id=9), finish=True
+    )
+    assert (answer.stream_id, answer.seq, answer.data, answer.event) == ("s2", 1, "z", "message")
+    second = await store.load_stream("write", "s2")
+    assert second is not None
+    assert (second.first_seq, second.last_seq, second.done, second.request_id) == (1, 1, True, 9)
+    assert [e.data for e in await store.read_events("write", "s2")] == ["z"]
 
 
 async def test_write_stream_parts_alone(store: Store) -> None:
