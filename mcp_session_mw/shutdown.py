@@ -75,22 +75,20 @@ class Drain:
     def __init__(self, grace: float) -> None:
         self.grace = grace
         self.running = 0
-        self._idle = anyio.Event()
-        self._idle.set()
+        self._idle: anyio.Event | None = None  # made by drain() if it has to wait
         self._holding = False
         self._done: anyio.Event | None = None
 
     def enter(self) -> None:
         """A request went to the app."""
-        if self.running == 0:
-            self._idle = anyio.Event()
         self.running += 1
 
     def leave(self) -> None:
         """A request is done with the app (its answer stored and sent)."""
         self.running -= 1
-        if self.running == 0:
+        if self.running == 0 and self._idle is not None:
             self._idle.set()
+            self._idle = None
 
     def reset(self) -> None:
         """Ready for another lifespan (a server started again in the same process)."""
@@ -128,7 +126,10 @@ class Drain:
                     self.running,
                 )
             with anyio.move_on_after(self.grace) as waited:
-                await self._idle.wait()
+                if self.running:
+                    if self._idle is None:
+                        self._idle = anyio.Event()
+                    await self._idle.wait()
             if waited.cancelled_caught:
                 logger.warning(
                     "shutting down: %d request(s) still running after %g s are ended",
