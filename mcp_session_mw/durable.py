@@ -1,25 +1,21 @@
 """Write-ahead storage of one SSE response of the app.
 
-The app's events are parsed as they arrive and queued; one writer task stores
-whatever has queued up in a single ``append_events`` call, then forwards it.
-Every event is still stored before the client sees it, but a burst of events
-costs one store round trip instead of one each, and the app is held back only
-when the queue is full (``QUEUE_SIZE`` items).
+Every event the app sends is stored before the client sees it. A response
+whose first events hold its final answer (nearly every tool call) is stored
+from the app's own send, in one ``write_stream`` call that opens, appends and
+finishes the stream: no task, no queue. Anything longer gets a writer task
+and a queue, so a burst of events costs one store round trip instead of one
+each, and the app is held back only when the queue is full (``QUEUE_SIZE``
+items).
 
-Most responses are one event (a tool's result), so the per-response
-bookkeeping is kept small: one task writes, another renews the lease; both end
-on their own when the response does, so nothing has to be cancelled (an anyio
-cancel formats the task's repr, which costs more than the rest of a small
-response). The stream is opened in the store with its first events, and
-finished with its final response, in the same ``write_stream`` call: a tool
-that answers at once costs one store write. A response that sends nothing for
-``OPEN_DELAY`` seconds has its stream opened on its own, so a resuming client
-and the lease find it.
+The duties on a clock (open the stream if the app sends nothing for
+``OPEN_DELAY``, renew the lease, end the connection after
+``max_stream_seconds``) are started by the process's ``StreamWatcher`` (see
+``watch``), so a short response has no timer and nothing to cancel.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import time
@@ -51,6 +47,7 @@ from .streams import (
     mint_stream_id,
     wants_priming,
 )
+from .watch import OPEN_DELAY, TICK, StreamWatcher
 
 logger = logging.getLogger("mcp_session_mw")
 
@@ -58,8 +55,6 @@ QUEUE_SIZE = 1024
 """Items (events, comments) parsed but not yet stored before the app's sends wait."""
 BATCH_SIZE = 500
 """At most this many events go to the store in one call."""
-OPEN_DELAY = 0.05
-"""Seconds the writer waits for the app's first event before it opens the stream alone."""
 GATHER_SECONDS = 0.005
 """While the app streams, an event waits at most this long for others to share its batch."""
 GATHER_CHECKPOINTS = 8
@@ -105,6 +100,7 @@ class DurableResponse:
         options: StreamOptions,
         send: Send,
         task_group: TaskGroup,
+        watcher: StreamWatcher | None = None,
         unrecorded: list[str] | None = None,
     ) -> None:
         self.store = store
@@ -117,22 +113,31 @@ class DurableResponse:
         self.app_last_event_id: str | None = None
         self._send = send
         self._tg = task_group
+        self._watcher = watcher
         self._unrecorded = [] if unrecorded is None else unrecorded
         self._parser = SSEParser()
         self._client_open = True
-        # fast_acquire: no checkpoint when uncontended, so the start is not delayed
-        # (see start()).
-        self._send_lock = anyio.Lock(fast_acquire=True)
+        # No checkpoint when uncontended, so the start is not delayed (see start()).
+        self._send_lock = _SendLock()
+        self._head: Message | None = None  # the response start, until something follows it
+        self._priming = b""  # our priming event, sent with the first body
         self._finished = False
         self._failed = False
         self._final_event: SSEEvent | None = None
         self._final_stored = False
         self._opened = False
         self._stream_done = False
-        self._first_item = anyio.Event()
-        self._done = anyio.Event()
+        self._got_event = False
+        self._ending = False
+        self._alone = watcher is None  # keeps its own time, in a task of its own
         self._open_busy: anyio.Event | None = None
-        self._cut_scope: anyio.CancelScope | None = None
+        self._started = time.monotonic()
+        self._renew_at = self._started + options.lease_seconds / 3
+        self._cut_at = (
+            None
+            if options.max_stream_seconds is None
+            else self._started + options.max_stream_seconds
+        )
         self._queue_in: MemoryObjectSendStream[_Item] | None = None
         self._writer_done: anyio.Event | None = None
         self._last_batch_end = -math.inf  # when the writer last sent a batch
@@ -140,27 +145,27 @@ class DurableResponse:
     # -- the app's side ----------------------------------------------------------
 
     async def start(self, message: Message) -> None:
-        """Send the response start (and priming event); the store is written later.
+        """Take the response start; it goes out with the first thing sent after it.
 
-        No store round trip holds up the app's first send: the SDK drops its
-        own priming event when a tool closes the stream (``close_sse_stream``)
-        before that event was written, and then the rest of the stream could
-        not be fetched from it.
+        The start and our priming event are held until the first events are
+        stored (or the stream is opened alone, ``OPEN_DELAY`` on): a tool's
+        answer then reaches the client in one body with its priming event,
+        ending the response, instead of four sends. Nothing here waits: the
+        SDK drops its own priming event when a tool closes the stream
+        (``close_sse_stream``) before that event was written, and then the
+        rest of the stream could not be fetched from it.
         """
-        self._tg.start_soon(self._watch)
-        if self.options.max_stream_seconds is not None:
-            self._cut_scope = anyio.CancelScope()
-            self._tg.start_soon(self._cut_after, self._cut_scope, self.options.max_stream_seconds)
+        if self._watcher is not None:
+            self._watcher.add(self)
+        else:
+            self._tg.start_soon(self._watch_alone)
         headers = MutableHeaders(scope=message)
         if "content-length" in headers:
             del headers["content-length"]
-        await self._to_client(message)
+        self._head = message
         if wants_priming(self.protocol_version):
-            priming = encode_event(
+            self._priming = encode_event(
                 "", id=format_event_id(self.stream_id, 0), retry=self.options.retry_ms
-            )
-            await self._to_client(
-                {"type": "http.response.body", "body": priming, "more_body": True}
             )
 
     async def body(self, message: Message) -> None:
@@ -185,7 +190,7 @@ class DurableResponse:
             kept.append(item)
         has_events = any(isinstance(kept_item, SSEEvent) for kept_item in kept)
         if has_events:
-            self._first_item.set()
+            self._got_event = True
         if self._queue_in is None and (self._final_event is not None or not has_events):
             # Nothing queued before it and the answer is here (or no event
             # at all): written from this send, no writer task needed.
@@ -232,23 +237,22 @@ class DurableResponse:
     @property
     def stopped(self) -> bool:
         """True once no task of this response runs any more (see :meth:`finish`)."""
-        return self._finished and self._cut_scope is None
+        return self._finished and not self._alone
 
     async def finish(self) -> None:
         """The app is done: store what is queued, mark the stream done, end the response."""
         if self._finished:
             return
+        self._ending = True  # the stream is not opened alone any more (see tick)
         # The writer stores and forwards what is queued, then ends.
         if self._queue_in is not None:
             self._queue_in.close()
-        self._first_item.set()
         if self._writer_done is not None:
             await self._writer_done.wait()
         await self._wait_open()
         self._finished = True
-        if self._cut_scope is not None:
-            self._cut_scope.cancel()
-            self._cut_scope = None
+        if self._watcher is not None:
+            self._watcher.discard(self)
         if not self._failed and not self._stream_done:
             items: list[tuple[str, str | None]] = []
             if not self._final_stored and self.request_id is not None:
@@ -270,7 +274,6 @@ class DurableResponse:
                     await self._to_client(_body(encode_stored(stored[0])))
             except StoreError:
                 log_failure(logger, "could not mark a stream finished")
-        self._done.set()
         await self.close_connection()
 
     async def request_close(self) -> None:
@@ -289,13 +292,7 @@ class DurableResponse:
 
     async def close_connection(self) -> None:
         """End the client's HTTP response now."""
-        async with self._send_lock:
-            if self._client_open:
-                self._client_open = False
-                with contextlib.suppress(OSError):
-                    await self._send(
-                        {"type": "http.response.body", "body": b"", "more_body": False}
-                    )
+        await self._to_client({"type": "http.response.body", "body": b"", "more_body": False})
 
     # -- background duties ---------------------------------------------------------
 
@@ -305,26 +302,33 @@ class DurableResponse:
         self._tg.start_soon(self._write, queue_out)
         return self._queue_in
 
-    async def _watch(self) -> None:
-        """Open the stream if the app sends nothing for a while; renew the lease until done.
+    def tick(self, now: float) -> None:
+        """Start the duties due at ``now``: called every ``TICK`` seconds while this runs.
 
-        A resuming client finds the stream, and tells a live producer from a
-        dead one by the lease, every third of ``lease_seconds`` renewed.
+        The stream is opened alone if the app has sent nothing for
+        ``OPEN_DELAY`` (a resuming client finds it, and the lease tells it a
+        live producer from a dead one); the lease is renewed every third of
+        ``lease_seconds``; the client's connection ends after
+        ``max_stream_seconds``.
         """
-        with anyio.move_on_after(OPEN_DELAY):
-            await self._first_item.wait()
-        if not self._first_item.is_set():
-            self._open_busy = busy = anyio.Event()
-            try:
-                await self._open_alone()
-            finally:
-                busy.set()
-        interval = self.options.lease_seconds / 3
-        while True:
-            with anyio.move_on_after(interval):
-                await self._done.wait()
-                return
-            await self._renew_lease()
+        if self._finished:
+            return
+        if not self._opened and not self._got_event and self._open_busy is None:
+            if not self._ending and now - self._started >= OPEN_DELAY:
+                self._open_busy = anyio.Event()
+                self._tg.start_soon(self._open_alone)
+        elif self._opened and not self._stream_done and now >= self._renew_at:
+            self._renew_at = now + self.options.lease_seconds / 3
+            self._tg.start_soon(self._renew_lease)
+        if self._cut_at is not None and now >= self._cut_at:
+            self._cut_at = None
+            self._tg.start_soon(self.request_close)
+
+    async def _watch_alone(self) -> None:
+        """Keep this response's time when the middleware has no watcher (no lifespan)."""
+        while not self._finished:
+            await anyio.sleep(TICK)
+            self.tick(time.monotonic())
 
     async def _wait_open(self) -> None:
         if self._open_busy is not None:
@@ -339,15 +343,20 @@ class DurableResponse:
         )
 
     async def _open_alone(self) -> None:
+        assert self._open_busy is not None
         try:
-            await self.store.write_stream(
-                self.session_id, self.stream_id, [], open_as=self._state()
-            )
-        except StoreError:
-            log_failure(logger, "could not open a durable stream")
-            await self._fail()
-            return
-        await self._opened_now()
+            try:
+                await self.store.write_stream(
+                    self.session_id, self.stream_id, [], open_as=self._state()
+                )
+            except StoreError:
+                log_failure(logger, "could not open a durable stream")
+                await self._fail()
+                return
+            await self._opened_now()
+            await self._to_client(_body(b""))  # the held start and priming event
+        finally:
+            self._open_busy.set()
 
     async def _opened_now(self) -> None:
         self._opened = True
@@ -483,7 +492,15 @@ class DurableResponse:
                 elif isinstance(item, SSEEvent):
                     chunks.append(encode_stored(next(stored_iter)))
             if chunks:
-                await self._to_client(_body(b"".join(chunks)))
+                # The answer ends the client's response: nothing follows it on a
+                # request's stream (what the app still sends is stored).
+                await self._to_client(
+                    {
+                        "type": "http.response.body",
+                        "body": b"".join(chunks),
+                        "more_body": not self._final_stored,
+                    }
+                )
         if mark is not None:
             if mark.close:
                 await self.close_connection()
@@ -500,10 +517,19 @@ class DurableResponse:
         await self.close_connection()
 
     async def _to_client(self, message: Message) -> None:
+        """Send a body message, after the held response start; the last one ends the response."""
         async with self._send_lock:
             if not self._client_open:
                 return
+            if not message.get("more_body", False):
+                self._client_open = False
             try:
+                if self._head is not None:
+                    head, self._head = self._head, None
+                    await self._send(head)
+                    if self._priming:
+                        message = {**message, "body": self._priming + message["body"]}
+                        self._priming = b""
                 await self._send(message)
             except OSError:  # the client left; the app's output still goes to the store
                 self._client_open = False
@@ -518,13 +544,34 @@ class DurableResponse:
         except StoreError:
             log_failure(logger, "could not renew a stream lease")
 
-    async def _cut_after(self, scope: anyio.CancelScope, seconds: float) -> None:
-        with scope:
-            await anyio.sleep(seconds)
-            await self.request_close()
-
     def _is_final(self, data: str) -> bool:
         return is_response_to(data, self.request_id)
+
+
+class _SendLock:
+    """Turns for the client's ``send``, free when nobody else is sending.
+
+    The app's task sends, and so may a writer or a duty of the watcher; an
+    ``anyio.Lock`` would check for cancellation on every acquire (four times a
+    response), this only waits when the send is busy.
+    """
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._free: anyio.Event | None = None
+
+    async def __aenter__(self) -> None:
+        while self._busy:
+            if self._free is None:
+                self._free = anyio.Event()
+            await self._free.wait()
+        self._busy = True
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._busy = False
+        free, self._free = self._free, None
+        if free is not None:
+            free.set()
 
 
 def _body(chunk: bytes) -> Message:

@@ -41,10 +41,9 @@ from .asgi import (
     read_body,
     replay_body,
     send_empty,
-    wait_forever,
     with_headers,
 )
-from .durable import OPEN_DELAY, DurableResponse
+from .durable import DurableResponse
 from .errors import ConfigurationError, SessionNotFoundError, StoreError
 from .janitor import Janitor
 from .jsonrpc import (
@@ -108,6 +107,7 @@ from .streams import (
     parse_event_id,
     wants_priming,
 )
+from .watch import OPEN_DELAY, StreamWatcher
 
 if TYPE_CHECKING:
     from .settings import SessionSettings
@@ -254,6 +254,7 @@ class SessionMiddleware:
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
+        self._watcher: StreamWatcher | None = None
         self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
             None
@@ -364,6 +365,8 @@ class SessionMiddleware:
         async def background(*, task_status: TaskStatus[None]) -> None:
             async with anyio.create_task_group() as tg:
                 self._background = tg
+                self._watcher = watcher = StreamWatcher()
+                tg.start_soon(watcher.run)
                 if self.janitor is not None:
                     tg.start_soon(self.janitor.run)
                 if self.drain.grace > 0:
@@ -371,6 +374,7 @@ class SessionMiddleware:
                 task_status.started()
                 await stop.wait()
                 self._background = None
+                self._watcher = None
                 tg.cancel_scope.cancel()
 
         self.drain.reset()
@@ -520,8 +524,8 @@ class SessionMiddleware:
                 )
                 if state is None and position is not None and position[1] == 0:
                     # A priming event's id: its stream is stored with the first
-                    # event of its response, or OPEN_DELAY after its start.
-                    await anyio.sleep(2 * OPEN_DELAY)
+                    # event of its response, or OPEN_DELAY (plus a TICK) after its start.
+                    await anyio.sleep(3 * OPEN_DELAY)
                     state = await self.store.load_stream(session_id, position[0])
                 if position is None or state is None:
                     # Another session's id is answered exactly like an unknown one.
@@ -802,55 +806,101 @@ class SessionMiddleware:
         protocol_version: str,
         hold_404: bool,
     ) -> int | None:
+        background, watcher = self._background, self._watcher
+        if background is not None and watcher is not None:
+            # The usual case: a response's own tasks (a writer for a long one)
+            # run in the middleware's task group, its clock is the watcher's.
+            return await self._respond(
+                background,
+                watcher,
+                scope,
+                body,
+                send,
+                session,
+                request_id,
+                protocol_version,
+                hold_404,
+            )
+        async with anyio.create_task_group() as tg:  # no lifespan ran (a mounted app)
+            status = await self._respond(
+                tg, None, scope, body, send, session, request_id, protocol_version, hold_404
+            )
+        return status
+
+    async def _respond(
+        self,
+        tg: TaskGroup,
+        watcher: StreamWatcher | None,
+        scope: Scope,
+        body: bytes,
+        send: Send,
+        session: Session,
+        request_id: RequestId,
+        protocol_version: str,
+        hold_404: bool,
+    ) -> int | None:
         held = False
         status = 0
         durable: DurableResponse | None = None
         local = self._locals.get(session.id)
+        response_sent = anyio.Event()
 
-        async with anyio.create_task_group() as tg:
+        async def app_receive_after_body() -> Message:
+            # What a server tells an app once its response is complete. Until
+            # then the app hears nothing: a client that leaves does not stop it.
+            # (Never returning would leave an SSE app to cancel its listener,
+            # a task and a traceback per response.)
+            await response_sent.wait()
+            return {"type": "http.disconnect"}
 
-            async def app_send(message: Message) -> None:
-                nonlocal held, durable, status
-                if message["type"] == "http.response.start":
-                    status = message["status"]
-                    if hold_404 and message["status"] == 404:
-                        held = True
-                        return
-                    _rewrite_session_header(message, session.id)
-                    if message["status"] == 200 and _is_sse(message):
-                        durable = DurableResponse(
-                            store=self.store,
-                            session_id=session.id,
-                            request_id=request_id,
-                            protocol_version=protocol_version,
-                            options=self.streams,
-                            send=send,
-                            task_group=tg,
-                            unrecorded=None if local is None else local.unrecorded_streams,
-                        )
-                        await durable.start(message)
-                        session._track(durable)
-                        return
-                elif held:
+        async def app_send(message: Message) -> None:
+            await deliver(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                response_sent.set()
+
+        async def deliver(message: Message) -> None:
+            nonlocal held, durable, status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                if hold_404 and message["status"] == 404:
+                    held = True
                     return
-                elif durable is not None and message["type"] == "http.response.body":
-                    await durable.body(message)
+                _rewrite_session_header(message, session.id)
+                if message["status"] == 200 and _is_sse(message):
+                    durable = DurableResponse(
+                        store=self.store,
+                        session_id=session.id,
+                        request_id=request_id,
+                        protocol_version=protocol_version,
+                        options=self.streams,
+                        send=send,
+                        task_group=tg,
+                        watcher=watcher,
+                        unrecorded=None if local is None else local.unrecorded_streams,
+                    )
+                    await durable.start(message)
+                    session._track(durable)
                     return
-                # If the client left, the app still finishes its work.
-                with contextlib.suppress(OSError):
-                    await send(message)
+            elif held:
+                return
+            elif durable is not None and message["type"] == "http.response.body":
+                await durable.body(message)
+                return
+            # If the client left, the app still finishes its work.
+            with contextlib.suppress(OSError):
+                await send(message)
 
-            try:
-                await self.app(scope, replay_body(body, wait_forever), app_send)
-                if durable is not None:
-                    await self._drain(scope, durable)
-            finally:
-                if durable is not None:
-                    session._untrack(durable)
-                    with anyio.CancelScope(shield=True):
-                        await durable.finish()
-                if durable is not None and not durable.stopped:
-                    tg.cancel_scope.cancel()  # (a cancel costs a task repr: only when needed)
+        try:
+            await self.app(scope, replay_body(body, app_receive_after_body), app_send)
+            if durable is not None:
+                await self._drain(scope, durable)
+        finally:
+            if durable is not None:
+                session._untrack(durable)
+                with anyio.CancelScope(shield=True):
+                    await durable.finish()
+            if watcher is None and durable is not None and not durable.stopped:
+                tg.cancel_scope.cancel()  # its own clock (a cancel costs a task repr)
         return None if held else status
 
     async def _reply(

@@ -47,6 +47,8 @@ from mcp_session_mw.streams import (
     publish,
 )
 
+from .asgi_lifespan import lifespan
+
 pytestmark = pytest.mark.anyio
 
 NEW = "2025-11-25"
@@ -101,19 +103,34 @@ def build_sdk_app(pacer: Pacer, *, stateless: bool) -> Starlette:
 
 
 class AppSpy:
-    """Passes everything through and records the types of what the app received."""
+    """Passes everything through and records the types of what the app received.
+
+    A disconnect the app hears once its own response is complete (what any
+    server tells it then) is recorded as ``http.disconnect (after the response)``.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.received: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        complete = False
+
         async def spy_receive() -> Message:
             message = await receive()
-            self.received.append(message["type"])
+            kind = message["type"]
+            if kind == "http.disconnect" and complete:
+                kind += " (after the response)"
+            self.received.append(kind)
             return message
 
-        await self.app(scope, spy_receive, send)
+        async def spy_send(message: Message) -> None:
+            nonlocal complete
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                complete = True
+
+        await self.app(scope, spy_receive, spy_send)
 
 
 @dataclass
@@ -130,15 +147,24 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    *, store: MemoryStore | None = None, stateless: bool = False, **options: Any
+    *,
+    store: MemoryStore | None = None,
+    stateless: bool = False,
+    own_lifespan: bool = True,
+    **options: Any,
 ) -> AsyncIterator[Server]:
-    """The SDK app with its lifespan running, wrapped in the middleware."""
+    """The SDK app wrapped in the middleware, with the lifespan running.
+
+    ``own_lifespan=False`` runs the app's lifespan alone, as when the
+    middleware's lifespan is never called (a mounted app): each durable
+    response then keeps its own clock instead of the process's watcher.
+    """
     pacer = Pacer()
     sdk_app = build_sdk_app(pacer, stateless=stateless)
     spy = AppSpy(sdk_app)
     middleware = SessionMiddleware(spy, store=store or MemoryStore(), **options)
     async with (
-        sdk_app.router.lifespan_context(sdk_app),
+        lifespan(middleware) if own_lifespan else sdk_app.router.lifespan_context(sdk_app),
         httpx.AsyncClient(
             transport=httpx.ASGITransport(app=middleware), base_url="http://127.0.0.1:8000"
         ) as http,
@@ -248,6 +274,8 @@ class Wire:
     status: int = 0
     headers: Headers = field(default_factory=lambda: Headers(raw=[]))
     body: bytes = b""
+    sends: list[tuple[str, bool]] = field(default_factory=list)
+    """Each message sent: its type, and whether more body follows."""
     gone: bool = False
     """Set by :meth:`leave`: from then on every send fails as a closed socket does."""
     started: anyio.Event = field(default_factory=anyio.Event)
@@ -268,6 +296,7 @@ class Wire:
             raise OSError("the client closed the connection")
         if self.before_send is not None:
             await self.before_send(message)
+        self.sends.append((message["type"], bool(message.get("more_body", False))))
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = Headers(raw=list(message.get("headers", [])))
@@ -431,6 +460,12 @@ def stateless(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
+@pytest.fixture(params=[True, False], ids=["watcher", "own-clock"])
+def own_lifespan(request: pytest.FixtureRequest) -> bool:
+    """With the middleware's lifespan (one watcher for the process), or without."""
+    return bool(request.param)
+
+
 # -- event ids, priming ------------------------------------------------------------------
 
 
@@ -575,16 +610,33 @@ async def test_an_answer_sent_at_once_is_one_store_write() -> None:
     assert state.last_seq == 1
 
 
-async def test_a_silent_tool_has_its_stream_stored_and_a_priming_resume_waits_for_it() -> None:
+async def test_an_answer_sent_at_once_reaches_the_client_in_one_body_that_ends_it(
+    own_lifespan: bool,
+) -> None:
+    """The held response start, then the priming event and the answer in one last body."""
+    async with serving(own_lifespan=own_lifespan) as server, bounded() as tg:
+        session_id = await initialize(server)
+        wire = await post(tg, server, session_id, stream_call(4, 0))
+        frames = await wire.rest()
+        await wire.returned.wait()
+    assert wire.sends == [("http.response.start", False), ("http.response.body", False)]
+    assert [frame.seq for frame in frames] == [0, 1]
+    assert results_of(frames, 4) == [frames[-1].message]
+
+
+async def test_a_silent_tool_has_its_stream_stored_before_its_priming_id_is_sent(
+    own_lifespan: bool,
+) -> None:
     """A tool that sends nothing yet: its stream is opened on its own after OPEN_DELAY.
 
-    A resume from the priming event's id that arrives before that (on another
-    instance) waits for the stream instead of being refused.
+    The response start and priming event are held until then, so the client
+    never holds an event id its stream is not stored under: a resume from it
+    on another instance finds the stream, with a live lease.
     """
     store = MemoryStore()
     async with (
-        serving(store=store) as producer,
-        serving(store=store) as other,
+        serving(store=store, own_lifespan=own_lifespan) as producer,
+        serving(store=store, own_lifespan=own_lifespan) as other,
         bounded() as tg,
     ):
         session_id = await initialize(producer)
@@ -593,14 +645,13 @@ async def test_a_silent_tool_has_its_stream_stored_and_a_priming_resume_waits_fo
         priming = await wire.next_frame()
         assert priming is not None
         assert priming.seq == 0
-        assert await store.load_stream(session_id, str(priming.stream)) is None
-        wire.leave()
-        resumed = await get(tg, other, session_id, [str(priming.id)])
-        assert resumed.status == 200
         state = await store.load_stream(session_id, str(priming.stream))
         assert state is not None
         assert not state.done
         assert state.lease_expires > store.now()
+        wire.leave()
+        resumed = await get(tg, other, session_id, [str(priming.id)])
+        assert resumed.status == 200
         producer.pacer.allow(2)
         frames = await resumed.rest()
     assert progress_of(frames) == [1, 2]
@@ -669,8 +720,13 @@ async def test_close_sse_streams_ends_the_connection_and_the_rest_is_resumable()
     assert len(results_of(resumed, 6)) == 1
 
 
-async def test_max_stream_seconds_cuts_the_connection_and_events_keep_being_stored() -> None:
-    async with serving(max_stream_seconds=0.3) as server, bounded() as tg:
+async def test_max_stream_seconds_cuts_the_connection_and_events_keep_being_stored(
+    own_lifespan: bool,
+) -> None:
+    async with (
+        serving(max_stream_seconds=0.3, own_lifespan=own_lifespan) as server,
+        bounded() as tg,
+    ):
         session_id = await initialize(server)
         server.pacer.allow(2)
         wire = await post(tg, server, session_id, stream_call(8, 5))
