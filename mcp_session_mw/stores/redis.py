@@ -58,6 +58,7 @@ from ..errors import (
 )
 from ..records import Page, SessionRecord, StoredEvent, StreamState
 from .base import Store, stored_batch
+from .redis_wire import WireLane
 
 DEFAULT_PREFIX = "mcp:"
 UNAVAILABLE_MESSAGE = "Redis is unreachable"
@@ -687,6 +688,12 @@ class RedisStore(Store):
             from redis.asyncio.cluster import RedisCluster
 
             self._cluster = isinstance(client, RedisCluster)
+        # The commands every request makes skip redis-py's pool on a plain URL.
+        self._lane = (
+            WireLane.for_url(url)
+            if url is not None and not client_options and not self._cluster
+            else None
+        )
 
     @classmethod
     def from_url(
@@ -738,6 +745,11 @@ class RedisStore(Store):
             self._client = self._build_client(self._url, blocking=False)
         return self._client
 
+    @property
+    def _hot(self) -> Any:
+        """What the commands of every request go through: the lane if there is one."""
+        return self.client if self._lane is None else self._lane
+
     def _blocking_client(self) -> Any:
         if self._blocking is None:
             if self._url is not None:
@@ -763,6 +775,8 @@ class RedisStore(Store):
 
     async def close(self) -> None:
         """Close the clients this store made; a caller's client is left open."""
+        if self._lane is not None:
+            self._lane.close()
         blocking, self._blocking = self._blocking, None
         if blocking is not None and self._owns_blocking:
             with contextlib.suppress(Exception):
@@ -840,7 +854,7 @@ class RedisStore(Store):
 
     async def _get(self, key: str, now: float) -> SessionRecord | None:
         with self._guard:
-            packed = await _GET_SCRIPT(self.client, (self._base(key),), (_num(now),))
+            packed = await _GET_SCRIPT(self._hot, (self._base(key),), (_num(now),))
         return None if packed is None else self._unpack(key, packed)
 
     async def load(
@@ -858,7 +872,7 @@ class RedisStore(Store):
         key = self.key(session_id)
         args = (_num(self.now()),) if ttl is None else (_num(self.now()), _num(ttl))
         with self._guard:
-            packed = await _LOAD_TOUCH_SCRIPT(self.client, self._session_keys(key), args)
+            packed = await _LOAD_TOUCH_SCRIPT(self._hot, self._session_keys(key), args)
             if packed is None:
                 return None
             record = self._unpack(key, packed)
@@ -895,7 +909,7 @@ class RedisStore(Store):
     async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
         args = (_num(now),) if ttl is None else (_num(now), _num(ttl))
         with self._guard:
-            expires = await _TOUCH_SCRIPT(self.client, self._session_keys(key), args)
+            expires = await _TOUCH_SCRIPT(self._hot, self._session_keys(key), args)
             if expires is None:
                 return False
             if self._cluster:
@@ -1143,7 +1157,7 @@ class RedisStore(Store):
             " ".join(["-1" if name is None else str(len(name)) for name in names]),
         ]
         with self._guard:
-            last = int(await _WRITE_SCRIPT(self.client, [self._base(key)], args))
+            last = int(await _WRITE_SCRIPT(self._hot, [self._base(key)], args))
         if last == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
         if last == -2:
