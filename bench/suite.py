@@ -39,8 +39,8 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 PARTS = ("requests", "sessions", "memory", "scale", "streaming")
 
 # Sizes for a ~10 minute suite on two shared cores (each script's defaults are larger).
-REQUEST_WINDOW = 1.5
-REQUEST_ROUNDS = 3
+REQUEST_WINDOW = 2.0
+REQUEST_ROUNDS = 5
 SESSION_WINDOW = 1.0
 MEMORY_SESSIONS = 2_000
 STREAM_EVENTS = 10_000
