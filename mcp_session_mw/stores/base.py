@@ -47,8 +47,9 @@ StateChange = (
 DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
-KEY_CACHE_SIZE = 4096
-"""Session ids whose keys a store keeps computed (cleared when full)."""
+KEY_CACHE_SIZE = 256
+"""Session ids whose keys a store keeps computed: enough for the requests in flight
+(a request asks for its key a few times), cleared when full so idle sessions cost nothing."""
 BAD_MAX_EVENTS = "max_events must be a positive integer or None"
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")

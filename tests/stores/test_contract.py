@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import replace
 
@@ -19,6 +20,7 @@ from mcp_session_mw import (
     StreamState,
 )
 from mcp_session_mw.stores import Store
+from mcp_session_mw.stores.base import KEY_CACHE_SIZE
 
 from ..backends import Backend
 from ..conftest import StoreFactory
@@ -62,6 +64,16 @@ async def test_key_is_a_digest_never_the_raw_id(store: Store) -> None:
     assert created.key == store.key("raw-session-id")
     assert "raw-session-id" not in created.key
     assert len(created.key) == 64
+
+
+async def test_keys_stay_the_same_past_the_key_cache(store: Store) -> None:
+    first = store.key("kept")
+    assert first == hashlib.sha256(b"kept").hexdigest() or store._secret is not None
+    others = [store.key(f"other-{n}") for n in range(KEY_CACHE_SIZE + 1)]
+    assert len(store._keys) <= KEY_CACHE_SIZE  # bounded: idle sessions cost nothing
+    assert store.key("kept") == first
+    assert others == [store.key(f"other-{n}") for n in range(KEY_CACHE_SIZE + 1)]
+    assert len(set(others)) == len(others)
 
 
 async def test_load_unknown_is_none(store: Store) -> None:
