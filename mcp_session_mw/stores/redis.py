@@ -625,7 +625,10 @@ class RedisStore(Store):
     applications or tests can share one database. ``max_events``, when set, is the
     default trim length of every event stream. ``blocking_client`` is the client for
     XREAD BLOCK; by default the store makes its own, except for a caller-owned
-    Cluster client, which is then used for blocking reads too.
+    Cluster client, which is then used for blocking reads too. With ``lane`` (the
+    default) a store built from a plain ``redis://`` URL without client options
+    sends the commands every request makes over connections of its own (see
+    ``redis_wire``); ``lane=False`` keeps them on redis-py.
     """
 
     schemes: ClassVar[tuple[str, ...]] = (
@@ -645,6 +648,7 @@ class RedisStore(Store):
         secret: str | bytes | None = None,
         max_events: int | None = None,
         blocking_client: Any = None,
+        lane: bool = True,
         **client_options: Any,
     ) -> None:
         super().__init__(secret=secret)
@@ -691,7 +695,7 @@ class RedisStore(Store):
         # The commands every request makes skip redis-py's pool on a plain URL.
         self._lane = (
             WireLane.for_url(url)
-            if url is not None and not client_options and not self._cluster
+            if lane and url is not None and not client_options and not self._cluster
             else None
         )
 
@@ -704,6 +708,7 @@ class RedisStore(Store):
         secret: str | bytes | None = None,
         client: Any = None,
         max_events: int | None = None,
+        lane: bool = True,
         **client_options: Any,
     ) -> RedisStore:
         """The store a URL names; ``client_options`` go to redis-py's ``from_url``.
@@ -716,7 +721,14 @@ class RedisStore(Store):
             raise ConfigurationError(f"not a Redis URL: {scheme!r} is not one of {cls.schemes}")
         if client is not None:
             return cls(client, prefix=prefix, secret=secret, max_events=max_events)
-        return cls(url=url, prefix=prefix, secret=secret, max_events=max_events, **client_options)
+        return cls(
+            url=url,
+            prefix=prefix,
+            secret=secret,
+            max_events=max_events,
+            lane=lane,
+            **client_options,
+        )
 
     # -- connections -----------------------------------------------------------------
 

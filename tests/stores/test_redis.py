@@ -691,6 +691,7 @@ def test_only_a_plain_url_gets_a_lane() -> None:
         assert WireLane.for_url(url) is None, url
     assert RedisStore.from_url("redis://127.0.0.1:6379/0")._lane is not None
     assert RedisStore.from_url("redis://127.0.0.1:6379/0", socket_timeout=1)._lane is None
+    assert RedisStore.from_url("redis://127.0.0.1:6379/0", lane=False)._lane is None
 
 
 async def test_the_lane_replies_as_redis_py_does(standalone_url: str) -> None:
