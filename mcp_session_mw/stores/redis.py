@@ -759,7 +759,11 @@ class RedisStore(Store):
 
     @property
     def _hot(self) -> Any:
-        """What the commands of every request go through: the lane if there is one."""
+        """What the scripts of sessions and streams go through: the lane if there is one.
+
+        Listing, purging, the index and locks (operations, not requests) stay on
+        redis-py.
+        """
         return self.client if self._lane is None else self._lane
 
     def _blocking_client(self) -> Any:
@@ -825,7 +829,7 @@ class RedisStore(Store):
         now = self.now()
         with self._guard:
             created = await _INSERT_SCRIPT(
-                self.client, self._session_keys(record.key), self._insert_args(record, now)
+                self._hot, self._session_keys(record.key), self._insert_args(record, now)
             )
             if not created:
                 raise SessionExistsError(SESSION_EXISTS)
@@ -898,7 +902,7 @@ class RedisStore(Store):
         now = self.now()
         with self._guard:
             await _PUT_SCRIPT(
-                self.client, self._session_keys(record.key), self._insert_args(record, now)
+                self._hot, self._session_keys(record.key), self._insert_args(record, now)
             )
             if self._cluster:
                 await self.client.execute_command(
@@ -915,7 +919,7 @@ class RedisStore(Store):
             record.principal or "",
         ]
         with self._guard:
-            result = await _CAS_SCRIPT(self.client, [self._base(record.key)], args)
+            result = await _CAS_SCRIPT(self._hot, [self._base(record.key)], args)
         return int(result) == 1
 
     async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
@@ -1067,7 +1071,7 @@ class RedisStore(Store):
             _num(state.lease_expires),
         ]
         with self._guard:
-            result = await _OPEN_STREAM_SCRIPT(self.client, [self._base(key)], args)
+            result = await _OPEN_STREAM_SCRIPT(self._hot, [self._base(key)], args)
         if result == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
         first, last = result
@@ -1084,7 +1088,7 @@ class RedisStore(Store):
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         with self._guard:
             row = await _LOAD_STREAM_SCRIPT(
-                self.client, [self._base(key)], [_num(self.now()), stream_id]
+                self._hot, [self._base(key)], [_num(self.now()), stream_id]
             )
         if row is None:
             return None
@@ -1103,7 +1107,7 @@ class RedisStore(Store):
         wake = "1" if field == "z" else "0"
         args = [_num(self.now()), stream_id, field, value, wake]
         with self._guard:
-            result = int(await _SET_STREAM_FIELD_SCRIPT(self.client, [self._base(key)], args))
+            result = int(await _SET_STREAM_FIELD_SCRIPT(self._hot, [self._base(key)], args))
         if result == -1:
             raise SessionNotFoundError(SESSION_NOT_FOUND)
         if result == -2:
@@ -1179,13 +1183,13 @@ class RedisStore(Store):
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         args = [_num(self.now()), stream_id, str(WAKE_AFTER_DELETE_MS)]
         with self._guard:
-            existed = await _DELETE_STREAM_SCRIPT(self.client, [self._base(key)], args)
+            existed = await _DELETE_STREAM_SCRIPT(self._hot, [self._base(key)], args)
         return int(existed) == 1
 
     async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
         args = [_num(self.now()), str(WAKE_AFTER_DELETE_MS), *stream_ids]
         with self._guard:
-            removed = await _DELETE_STREAMS_SCRIPT(self.client, [self._base(key)], args)
+            removed = await _DELETE_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
         return int(removed)
 
     async def _read(
@@ -1193,7 +1197,7 @@ class RedisStore(Store):
     ) -> tuple[int, list[StoredEvent], str]:
         args = [_num(self.now()), stream_id, f"0-{max(0, after_seq) + 1}", limit]
         with self._guard:
-            status, rows, wake_id = await _READ_SCRIPT(self.client, [self._base(key)], args)
+            status, rows, wake_id = await _READ_SCRIPT(self._hot, [self._base(key)], args)
         events: list[StoredEvent] = []
         for entry_id, flat in rows:
             fields = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}

@@ -4,12 +4,13 @@ Of the client time a small command costs through redis-py, most goes around
 the wire: checking a pooled connection out (a lock, a health probe of the
 socket), packing, parsing, checking it back in. Every MCP request runs two
 such commands (the session load, and the stream write of its answer), so
-:class:`RedisStore` sends those over a few connections of its own that speak
-RESP2 directly: taking one is a list pop, a command one write and one read.
+:class:`RedisStore` sends those, and its other session and stream scripts,
+over a few connections of its own that speak RESP2 directly: taking one is a
+list pop, a command one write and one read.
 
 Only a plain ``redis://host:port/db`` URL, with no client options, gets a
 lane; everything else (TLS, unix sockets, Cluster, a caller's client, redis-py
-options), and every other command, stays on redis-py. Errors are redis-py's
+options), and the store's operations (listing, purging, locks), stay on redis-py. Errors are redis-py's
 own exception types, so the store's handling of them is the same either way.
 """
 
