@@ -10,8 +10,9 @@ list pop, a command one write and one read.
 
 Only a plain ``redis://host:port/db`` URL, with no client options, gets a
 lane; everything else (TLS, unix sockets, Cluster, a caller's client, redis-py
-options), and the store's operations (listing, purging, locks), stay on redis-py. Errors are redis-py's
-own exception types, so the store's handling of them is the same either way.
+options), and the store's operations (listing, purging, locks), stay on
+redis-py. Errors are redis-py's own exception types, so the store's handling
+of them is the same either way.
 """
 
 from __future__ import annotations
