@@ -132,13 +132,16 @@ class ServerProcess:
                 code = self.process.returncode
                 raise RuntimeError(f"server exited with {code}:\n{self.output()}")
             try:
-                # Any HTTP answer (a 4xx for a bare GET) means it is serving.
-                httpx.get(self.url, timeout=1.0)
+                self._probe()
                 return
             except httpx.TransportError:
                 time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server not ready after {READY_TIMEOUT}s:\n{self.output()}")
+
+    def _probe(self) -> None:
+        """One request; any HTTP answer (a 4xx for a bare GET) means the server is up."""
+        httpx.get(self.url, timeout=1.0)
 
     def output(self) -> str:
         if self.log is None:

@@ -47,7 +47,6 @@ from urllib.parse import urlsplit
 import httpx
 from common import (
     PROTOCOL_VERSION,
-    READY_TIMEOUT,
     BenchError,
     ServerProcess,
     machine,
@@ -92,20 +91,8 @@ class AppServer(ServerProcess):
         self.start()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                code = self.process.returncode
-                raise RuntimeError(f"server exited with {code}:\n{self.output()}")
-            try:
-                httpx.post(self.url, content=b"{}", timeout=1.0)
-                return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"server not ready after {READY_TIMEOUT}s:\n{self.output()}")
+    def _probe(self) -> None:
+        httpx.post(self.url, content=b"{}", timeout=1.0)
 
 
 # -- a raw HTTP/1.1 client ----------------------------------------------------------------
