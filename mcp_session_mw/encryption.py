@@ -55,7 +55,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -69,6 +69,7 @@ from .errors import (
 )
 from .records import Page, SessionRecord, StoredEvent, StreamState
 from .stores.base import Store
+from .stores.delegating import DelegatingStore
 
 if TYPE_CHECKING:
     from cryptography.fernet import Fernet
@@ -226,7 +227,7 @@ class _DataKey:
     fernet: Fernet
 
 
-class EncryptedStore(Store):
+class EncryptedStore(DelegatingStore):
     """Seals what ``backend`` stores with ``keys``; see the module docstring for the layout.
 
     ``keys`` are master keys (:func:`generate_key` makes one): the first seals,
@@ -234,8 +235,6 @@ class EncryptedStore(Store):
     and closing this store opens and closes the backend. ``update`` stays
     atomic: the shared compare-and-swap loop runs on sealed records.
     """
-
-    schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -247,24 +246,10 @@ class EncryptedStore(Store):
         if isinstance(backend, EncryptedStore):
             raise ConfigurationError("the store is already encrypted")
         self.keyring = Keyring(keys)
-        super().__init__(secret=backend._secret)
-        self._backend = backend
+        super().__init__(backend)
         self._fernet = _fernet_class()
         self._data_keys: OrderedDict[str, _DataKey] = OrderedDict()
         self._data_key_cache = max(1, data_key_cache)
-
-    @property
-    def backend(self) -> Store:
-        return self._backend
-
-    def now(self) -> float:
-        return self._backend.now()
-
-    async def open(self) -> None:
-        await self._backend.open()
-
-    async def close(self) -> None:
-        await self._backend.close()
 
     # -- sealing records -------------------------------------------------------------
 
@@ -365,9 +350,6 @@ class EncryptedStore(Store):
             return False
         return await self._backend._compare_and_swap(self._seal(record, data_key), expected_version)
 
-    async def _touch(self, key: str, now: float, ttl: float | None) -> bool:
-        return await self._backend._touch(key, now, ttl)
-
     async def _delete(self, key: str) -> bool:
         self._data_keys.pop(key, None)
         return await self._backend._delete(key)
@@ -377,34 +359,8 @@ class EncryptedStore(Store):
         records = [r for r in map(self._open_record, page.records) if r is not None]
         return Page(records, page.next_cursor)
 
-    async def _cleanup(self, now: float) -> int:
-        return await self._backend._cleanup(now)
-
-    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
-        return await self._backend._try_lock(name, owner, now, ttl)  # names are not secret
-
-    async def _unlock(self, name: str, owner: str, now: float) -> bool:
-        return await self._backend._unlock(name, owner, now)
-
-    # -- streams: bookkeeping stays readable ---------------------------------------------
-
-    async def _open_stream(self, key: str, state: StreamState) -> StreamState:
-        return await self._backend._open_stream(key, state)
-
-    async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
-        return await self._backend._load_stream(key, stream_id)
-
-    async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
-        await self._backend._renew_stream(key, stream_id, lease_expires)
-
-    async def _finish_stream(self, key: str, stream_id: str) -> None:
-        await self._backend._finish_stream(key, stream_id)
-
-    async def _delete_stream(self, key: str, stream_id: str) -> bool:
-        return await self._backend._delete_stream(key, stream_id)
-
-    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
-        return await self._backend._delete_streams(key, stream_ids)
+    # Touch, cleanup, lock names and stream bookkeeping are not secret: the
+    # backend's own (DelegatingStore).
 
     # -- events: data sealed with the session's data key -----------------------------------
 

@@ -38,13 +38,13 @@ from __future__ import annotations
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
 
 from ..errors import ConfigurationError, SessionNotFoundError
-from ..records import Page, SessionRecord, StoredEvent, StreamState
+from ..records import SessionRecord
 from .base import DEFAULT_UPDATE_RETRIES, StateChange, Store
+from .delegating import DelegatingStore
 
 DEFAULT_CACHE_TTL = 1.0
 BAD_CACHE_TTL = "cache_ttl must be a number of seconds >= 0"
@@ -71,7 +71,7 @@ class _Table:
 _tables: weakref.WeakKeyDictionary[Store, _Table] = weakref.WeakKeyDictionary()
 
 
-class CachingStore(Store):
+class CachingStore(DelegatingStore):
     """Reads from ``cache`` for up to ``cache_ttl`` seconds; writes go to ``backend`` first.
 
     ``cache`` is usually a fresh :class:`~mcp_session_mw.stores.memory.MemoryStore`
@@ -81,8 +81,6 @@ class CachingStore(Store):
     ``cache_ttl`` (tests pass their own). See the module docstring for the exact
     staleness bound.
     """
-
-    schemes: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -94,9 +92,8 @@ class CachingStore(Store):
     ) -> None:
         if isinstance(cache_ttl, bool) or not isinstance(cache_ttl, int | float) or cache_ttl < 0:
             raise ConfigurationError(BAD_CACHE_TTL)
-        super().__init__(secret=backend._secret)
+        super().__init__(backend)
         self._cache = cache
-        self._backend = backend
         self._cache_ttl = float(cache_ttl)
         self._monotonic = clock
         table = _tables.get(cache)
@@ -104,13 +101,6 @@ class CachingStore(Store):
             table = _tables[cache] = _Table()
         self._table = table
         self._entries = table.entries
-
-    @property
-    def backend(self) -> Store:
-        return self._backend
-
-    def now(self) -> float:
-        return self._backend.now()
 
     async def open(self) -> None:
         await self._cache.open()
@@ -255,76 +245,6 @@ class CachingStore(Store):
         finally:
             await self._invalidate(key)
 
-    async def _list(self, limit: int, cursor: str | None, now: float) -> Page:
-        return await self._backend._list(limit, cursor, now)
-
     async def _cleanup(self, now: float) -> int:
         await self._prune()
         return await self._backend._cleanup(now)
-
-    # -- locks and events: always the backend --------------------------------------------
-
-    async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
-        return await self._backend._try_lock(name, owner, now, ttl)
-
-    async def _unlock(self, name: str, owner: str, now: float) -> bool:
-        return await self._backend._unlock(name, owner, now)
-
-    async def _open_stream(self, key: str, state: StreamState) -> StreamState:
-        return await self._backend._open_stream(key, state)
-
-    async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
-        return await self._backend._load_stream(key, stream_id)
-
-    async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
-        await self._backend._renew_stream(key, stream_id, lease_expires)
-
-    async def _finish_stream(self, key: str, stream_id: str) -> None:
-        await self._backend._finish_stream(key, stream_id)
-
-    async def _write_stream(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState | None,
-        finish: bool,
-        max_events: int | None,
-    ) -> list[StoredEvent]:
-        return await self._backend._write_stream(key, stream_id, items, open_as, finish, max_events)
-
-    async def _append_event(
-        self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
-    ) -> StoredEvent:
-        return await self._backend._append_event(key, stream_id, data, event, max_events)
-
-    async def _append_events(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-    ) -> list[StoredEvent]:
-        return await self._backend._append_events(key, stream_id, items, max_events)
-
-    async def _delete_stream(self, key: str, stream_id: str) -> bool:
-        return await self._backend._delete_stream(key, stream_id)
-
-    async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
-        return await self._backend._delete_streams(key, stream_ids)
-
-    async def _read_events(
-        self, key: str, stream_id: str, after_seq: int, limit: int
-    ) -> list[StoredEvent]:
-        return await self._backend._read_events(key, stream_id, after_seq, limit)
-
-    async def wait_events(
-        self,
-        session_id: str,
-        stream_id: str,
-        after_seq: int,
-        timeout: float,
-        limit: int = 1000,
-    ) -> list[StoredEvent]:
-        """The backend's own live wait (blocking read, LISTEN or polling)."""
-        return await self._backend.wait_events(session_id, stream_id, after_seq, timeout, limit)
