@@ -129,7 +129,6 @@ class DurableResponse:
         self._stream_done = False
         self._got_event = False
         self._ending = False
-        self._alone = watcher is None  # keeps its own time, in a task of its own
         self._open_busy: anyio.Event | None = None
         self._started = time.monotonic()
         self._renew_at = self._started + options.lease_seconds / 3
@@ -233,11 +232,6 @@ class DurableResponse:
         flushed = anyio.Event()
         await self._queue_in.send(_Mark(flushed=flushed))
         await flushed.wait()
-
-    @property
-    def stopped(self) -> bool:
-        """True once no task of this response runs any more (see :meth:`finish`)."""
-        return self._finished and not self._alone
 
     async def finish(self) -> None:
         """The app is done: store what is queued, mark the stream done, end the response."""

@@ -825,6 +825,8 @@ class SessionMiddleware:
             status = await self._respond(
                 tg, None, scope, body, send, session, request_id, protocol_version, hold_404
             )
+            # What is left is the response's own clock, which would sleep on.
+            tg.cancel_scope.cancel()
         return status
 
     async def _respond(
@@ -899,8 +901,6 @@ class SessionMiddleware:
                 session._untrack(durable)
                 with anyio.CancelScope(shield=True):
                     await durable.finish()
-            if watcher is None and durable is not None and not durable.stopped:
-                tg.cancel_scope.cancel()  # its own clock (a cancel costs a task repr)
         return None if held else status
 
     async def _reply(

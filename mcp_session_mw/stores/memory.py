@@ -158,7 +158,7 @@ class MemoryStore(Store):
             last_seq=existing.state.last_seq,
             done=False,
         )
-        self._wake(existing)
+        existing.wake()
         return existing.state
 
     async def _write_stream(
@@ -206,7 +206,7 @@ class MemoryStore(Store):
     async def _finish_stream(self, key: str, stream_id: str) -> None:
         stream = self._stream(key, stream_id)
         stream.state = replace(stream.state, done=True)
-        self._wake(stream)
+        stream.wake()
 
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
@@ -235,7 +235,7 @@ class MemoryStore(Store):
             del events[: len(events) - max_events]
             first_seq = events[0].seq
         stream.state = replace(stream.state, last_seq=start + len(stored) - 1, first_seq=first_seq)
-        self._wake(stream)
+        stream.wake()
         return stored
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
@@ -279,7 +279,3 @@ class MemoryStore(Store):
                     stream.changed = anyio.Event()
                 await stream.changed.wait()
         return []
-
-    @staticmethod
-    def _wake(stream: _Stream) -> None:
-        stream.wake()
