@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import chain
 
 import anyio
 from starlette.datastructures import Headers
@@ -87,6 +88,49 @@ async def call_and_capture(app: ASGIApp, scope: Scope, body: bytes) -> CapturedR
     await app(scope, body_only(body), send)
     captured.body = b"".join(chunks)
     return captured
+
+
+class RequestHeads:
+    """The request headers the middleware reads, found in one pass over the raw list.
+
+    ASGI servers give header names in lowercase; values are latin-1, as in
+    Starlette's ``Headers``. A header repeated keeps every value, in order.
+    """
+
+    __slots__ = ("accept", "content_types", "last_event_ids", "oversized", "session_ids", "version")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]], max_size: int | None = None) -> None:
+        version = accept = None
+        session_ids: list[str] = []
+        content_types: list[str] = []
+        last_event_ids: list[str] = []
+        for name, value in raw:
+            if name == b"mcp-session-id":
+                session_ids.append(value.decode("latin-1"))
+            elif name == b"content-type":
+                content_types.append(value.decode("latin-1"))
+            elif name == b"mcp-protocol-version":
+                if version is None:
+                    version = value.decode("latin-1")
+            elif name == b"accept":
+                if accept is None:
+                    accept = value.decode("latin-1")
+            elif name == b"last-event-id":
+                last_event_ids.append(value.decode("latin-1"))
+        self.version: str | None = version
+        self.accept: str | None = accept
+        self.session_ids = session_ids
+        self.content_types = content_types
+        self.last_event_ids = last_event_ids
+        self.oversized = max_size is not None and _oversized(raw, max_size)
+        """True if a header's name and value together exceed ``max_size`` bytes."""
+
+
+def _oversized(raw: list[tuple[bytes, bytes]], max_size: int) -> bool:
+    # All headers together within the limit (the usual case) is one sum, in C.
+    if sum(map(len, chain.from_iterable(raw))) <= max_size:
+        return False
+    return any(len(name) + len(value) > max_size for name, value in raw)
 
 
 def with_headers(

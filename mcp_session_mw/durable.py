@@ -25,7 +25,6 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from starlette.datastructures import MutableHeaders
 from starlette.types import Message, Send
 
 from .errors import StoreError
@@ -158,9 +157,11 @@ class DurableResponse:
             self._watcher.add(self)
         else:
             self._tg.start_soon(self._watch_alone)
-        headers = MutableHeaders(scope=message)
-        if "content-length" in headers:
-            del headers["content-length"]
+        message["headers"] = [
+            (name, value)
+            for name, value in message.get("headers", ())
+            if name.lower() != b"content-length"
+        ]
         self._head = message
         if wants_priming(self.protocol_version):
             self._priming = encode_event(
@@ -232,6 +233,26 @@ class DurableResponse:
         flushed = anyio.Event()
         await self._queue_in.send(_Mark(flushed=flushed))
         await flushed.wait()
+
+    def finish_at_once(self) -> bool:
+        """Finish now if nothing is left to store or send (most tool calls); False if not.
+
+        The stream is done (or failed), no writer or opening is under way and
+        the client's response has ended: :meth:`finish` would not wait on anything.
+        """
+        if self._finished:
+            return True
+        if (
+            self._queue_in is not None
+            or self._open_busy is not None
+            or self._client_open
+            or not (self._stream_done or self._failed)
+        ):
+            return False
+        self._ending = self._finished = True
+        if self._watcher is not None:
+            self._watcher.discard(self)
+        return True
 
     async def finish(self) -> None:
         """The app is done: store what is queued, mark the stream done, end the response."""

@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
@@ -36,6 +35,7 @@ from .asgi import (
     BodyTooLarge,
     CapturedResponse,
     ClientDisconnected,
+    RequestHeads,
     body_only,
     call_and_capture,
     read_body,
@@ -285,13 +285,11 @@ class SessionMiddleware:
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
             return
-        headers = Headers(scope=scope)
-        if not is_handshake_lane(headers.get(VERSION_HEADER)):
+        headers = RequestHeads(scope["headers"], self.max_header_size)
+        if not is_handshake_lane(headers.version):
             await self.app(scope, receive, send)  # Divergence #2: modern lane.
             return
-        if self.max_header_size is not None and any(
-            len(name) + len(value) > self.max_header_size for name, value in scope["headers"]
-        ):
+        if headers.oversized:
             await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
             return
         method = scope["method"]
@@ -391,8 +389,10 @@ class SessionMiddleware:
 
     # -- POST ----------------------------------------------------------------------
 
-    async def _post(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
-        if any(not _is_json(value) for value in headers.getlist("content-type")):
+    async def _post(
+        self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
+    ) -> None:
+        if any(not _is_json(value) for value in headers.content_types):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
@@ -424,9 +424,13 @@ class SessionMiddleware:
         session_id, record = found
         reply_key = client_reply_key(message)
         if reply_key is not None:
-            await self._reply(scope, receive, send, session_id, record, body, message, reply_key)
+            await self._reply(
+                scope, receive, send, headers, session_id, record, body, message, reply_key
+            )
             return
-        await self._forward(scope, receive, send, session_id, record, body, request_id, message)
+        await self._forward(
+            scope, receive, send, headers, session_id, record, body, request_id, message
+        )
 
     async def _initialize(
         self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
@@ -503,17 +507,17 @@ class SessionMiddleware:
 
     # -- GET -------------------------------------------------------------------------
 
-    async def _get(self, scope: Scope, receive: Receive, send: Send, headers: Headers) -> None:
+    async def _get(self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads) -> None:
         """Resume a stream after Last-Event-ID, or open the standalone stream."""
-        if "text/event-stream" not in (headers.get("accept") or ""):
+        if "text/event-stream" not in (headers.accept or ""):
             await send_error(send, 406, INVALID_REQUEST, MSG_NOT_ACCEPTABLE)
             return
         found = await self._resolve(scope, send, headers, None)
         if found is None:
             return
         session_id, record = found
-        version = headers.get(VERSION_HEADER) or record.protocol_version
-        last_event_id = headers.getlist(LAST_EVENT_ID_HEADER)
+        version = headers.version or record.protocol_version
+        last_event_id = headers.last_event_ids
         try:
             if last_event_id:
                 position = parse_event_id(last_event_id[0]) if len(last_event_id) == 1 else None
@@ -556,7 +560,7 @@ class SessionMiddleware:
 
     # -- DELETE ----------------------------------------------------------------------
 
-    async def _delete(self, scope: Scope, send: Send, headers: Headers) -> None:
+    async def _delete(self, scope: Scope, send: Send, headers: RequestHeads) -> None:
         found = await self._resolve(scope, send, headers, None, touch=False)
         if found is None:
             return
@@ -582,13 +586,13 @@ class SessionMiddleware:
         self,
         scope: Scope,
         send: Send,
-        headers: Headers,
+        headers: RequestHeads,
         request_id: RequestId,
         *,
         touch: bool = True,
     ) -> tuple[str, SessionRecord] | None:
         """Find the live session a request names, or answer the request and return None."""
-        values = headers.getlist(SESSION_HEADER)
+        values = headers.session_ids
         if not values:
             await send_error(send, 400, INVALID_REQUEST, MSG_SESSION_REQUIRED, request_id)
             return None
@@ -698,6 +702,7 @@ class SessionMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
+        headers: RequestHeads,
         session_id: str,
         record: SessionRecord,
         body: bytes,
@@ -714,7 +719,7 @@ class SessionMiddleware:
         else:
             session = local.session
             session._set_record(record)
-        version = Headers(scope=scope).get(VERSION_HEADER) or record.protocol_version
+        version = headers.version or record.protocol_version
         token = _current.set(session)
         local.busy += 1
         try:
@@ -899,8 +904,9 @@ class SessionMiddleware:
         finally:
             if durable is not None:
                 session._untrack(durable)
-                with anyio.CancelScope(shield=True):
-                    await durable.finish()
+                if not durable.finish_at_once():
+                    with anyio.CancelScope(shield=True):
+                        await durable.finish()
         return None if held else status
 
     async def _reply(
@@ -908,6 +914,7 @@ class SessionMiddleware:
         scope: Scope,
         receive: Receive,
         send: Send,
+        headers: RequestHeads,
         session_id: str,
         record: SessionRecord,
         body: bytes,
@@ -929,7 +936,9 @@ class SessionMiddleware:
                 await self._settle(session_id, key)
                 await send_error(send, 400, INVALID_REQUEST, MSG_NO_PENDING_REQUEST, request_id)
                 return
-            await self._forward(scope, receive, send, session_id, record, body, None, message)
+            await self._forward(
+                scope, receive, send, headers, session_id, record, body, None, message
+            )
             await self._settle(session_id, key)
             return
         try:
@@ -1143,13 +1152,12 @@ def _is_sse(message: Message) -> bool:
 
 def _rewrite_session_header(message: Message, session_id: str | None) -> None:
     """Replace (or, with None, remove) the app's own session id in a response start."""
-    message["headers"] = list(message.get("headers", []))
-    headers = MutableHeaders(scope=message)
-    if session_id is None:
-        if SESSION_HEADER in headers:
-            del headers[SESSION_HEADER]
-    else:
-        headers[SESSION_HEADER] = session_id
+    headers = [
+        (name, value) for name, value in message.get("headers", ()) if name.lower() != _SESSION
+    ]
+    if session_id is not None:
+        headers.append((_SESSION, session_id.encode("latin-1")))
+    message["headers"] = headers
 
 
 async def _send_captured(send: Send, answer: CapturedResponse, session_id: str | None) -> None:
