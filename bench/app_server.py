@@ -13,6 +13,7 @@ Variants, all in the same kind of uvicorn process:
     python bench/app_server.py --port 8001 --stateless           # SDK stateless
     python bench/app_server.py --port 8002 --store redis://127.0.0.1:6379/0 --prefix b:
     python bench/app_server.py --port 8002 --stateless --store memory://
+    python bench/app_server.py --port 8003 --floor redis://127.0.0.1:6379/0   # bench/floor_app.py
 
 With ``--store`` the app is wrapped in SessionMiddleware, in re-hydration mode
 for the stateful app and stateless mode for the stateless one (set, not
@@ -31,6 +32,7 @@ import itertools
 import json
 import time
 from collections import OrderedDict
+from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
@@ -137,7 +139,13 @@ async def minimal_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def build_app(
-    *, stateless: bool, events: bool, store: str | None, prefix: str | None, minimal: bool = False
+    *,
+    stateless: bool,
+    events: bool,
+    store: str | None,
+    prefix: str | None,
+    minimal: bool = False,
+    floor: str | None = None,
 ) -> ASGIApp:
     if minimal:
         stateless = True
@@ -148,6 +156,10 @@ def build_app(
             stateless_http=stateless, event_store=MemoryEventStore() if events else None
         )
     )
+    if floor is not None:
+        from floor_app import FloorMiddleware
+
+        return FloorMiddleware(sdk_app, None if floor == "memory" else urlsplit(floor).port)
     if store is None:
         return sdk_app
     return SessionMiddleware(
@@ -167,6 +179,9 @@ def main() -> None:
     parser.add_argument("--store", help="wrap the app in SessionMiddleware on this store URL")
     parser.add_argument("--prefix", help="table prefix (SQL) or key prefix (Redis)")
     parser.add_argument("--minimal", action="store_true", help="a stateless JSON-RPC stub, no SDK")
+    parser.add_argument(
+        "--floor", help="wrap in bench/floor_app.py instead: 'memory' or a redis:// URL"
+    )
     args = parser.parse_args()
     app = build_app(
         stateless=args.stateless,
@@ -174,6 +189,7 @@ def main() -> None:
         store=args.store,
         prefix=args.prefix,
         minimal=args.minimal,
+        floor=args.floor,
     )
     uvicorn.run(
         app,
