@@ -257,3 +257,23 @@ def test_without_the_extras_nothing_is_recorded_and_the_endpoint_says_so() -> No
     assert done.returncode == 0, done.stderr
     assert "missing:" in done.stdout
     assert "prometheus" in done.stdout
+
+
+def test_store_seconds_buckets_count_each_call_once_up_to_its_bound() -> None:
+    observe = metrics_module.STORE_SECONDS.labels("test_buckets").observe
+    for seconds in (0.0001, 0.001, 0.0011, 0.3, 9.0):  # 0.001 is on a bound: le is inclusive
+        observe(seconds)
+
+    def bucket(le: str) -> float:
+        return sample("mcp_session_store_seconds_bucket", operation="test_buckets", le=le)
+
+    assert bucket("0.0005") == 1
+    assert bucket("0.001") == 2
+    assert bucket("0.0025") == 3
+    assert bucket("0.25") == 3
+    assert bucket("0.5") == 4
+    assert bucket("5.0") == 4
+    assert bucket("+Inf") == 5
+    assert sample("mcp_session_store_seconds_count", operation="test_buckets") == 5
+    total = sample("mcp_session_store_seconds_sum", operation="test_buckets")
+    assert total == pytest.approx(0.0001 + 0.001 + 0.0011 + 0.3 + 9.0)
