@@ -143,7 +143,7 @@ class DurableResponse:
     # -- the app's side ----------------------------------------------------------
 
     async def start(self, message: Message) -> None:
-        """Take the response start; it goes out with the first thing sent after it.
+        """Take the response start (without a content-length); it goes out with the first body.
 
         The start and our priming event are held until the first events are
         stored (or the stream is opened alone, ``OPEN_DELAY`` on): a tool's
@@ -157,11 +157,6 @@ class DurableResponse:
             self._watcher.add(self)
         else:
             self._tg.start_soon(self._watch_alone)
-        message["headers"] = [
-            (name, value)
-            for name, value in message.get("headers", ())
-            if name.lower() != b"content-length"
-        ]
         self._head = message
         if wants_priming(self.protocol_version):
             self._priming = encode_event(

@@ -872,8 +872,7 @@ class SessionMiddleware:
                 if hold_404 and message["status"] == 404:
                     held = True
                     return
-                _rewrite_session_header(message, session.id)
-                if message["status"] == 200 and _is_sse(message):
+                if _take_start(message, session.id):
                     durable = DurableResponse(
                         store=self.store,
                         session_id=session.id,
@@ -1143,11 +1142,36 @@ async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
 
 
-def _is_sse(message: Message) -> bool:
-    for name, value in message.get("headers", []):
-        if name.lower() == b"content-type":
-            return bool(value.lower().startswith(b"text/event-stream"))
-    return False
+def _take_start(message: Message, session_id: str) -> bool:
+    """Put the durable session id in the app's response start; True if it is a 200 SSE.
+
+    One pass over the headers: the app's own session id goes, and from a 200
+    SSE response (by its first content-type), to be made durable, so does a
+    content-length, since the body sent is not the app's.
+    """
+    headers = []
+    content_type: bytes | None = None
+    has_length = False
+    for name, value in message.get("headers", ()):
+        lower = name.lower()
+        if lower == _SESSION:
+            continue
+        if lower == b"content-type":
+            if content_type is None:
+                content_type = value.lower()
+        elif lower == b"content-length":
+            has_length = True
+        headers.append((name, value))
+    sse = (
+        message["status"] == 200
+        and content_type is not None
+        and content_type.startswith(b"text/event-stream")
+    )
+    if sse and has_length:
+        headers = [header for header in headers if header[0].lower() != b"content-length"]
+    headers.append((_SESSION, session_id.encode("latin-1")))
+    message["headers"] = headers
+    return sse
 
 
 def _rewrite_session_header(message: Message, session_id: str | None) -> None:

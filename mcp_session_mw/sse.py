@@ -63,6 +63,7 @@ NOT_UTF8_ENCODABLE = "SSE text cannot be encoded as UTF-8"
 _BOM = b"\xef\xbb\xbf"
 _LF = 10
 _COLON = 58
+_NOT_A_FIELD_START = b"\r\n:"
 _STRIP_FROM_FIELD = {ord("\r"): None, ord("\n"): None, 0: None}
 
 
@@ -192,6 +193,10 @@ class SSEParser:
                 chunk = chunk[len(_BOM) :]
         if not chunk:
             return out
+        if not tail and not self._raw and chunk[-4:] == b"\r\n\r\n":
+            whole = self._whole_frame(chunk)
+            if whole is not None:
+                return whole
         if tail:
             if not tail.endswith(b"\r") and b"\n" not in chunk and b"\r" not in chunk:
                 # Still inside one long line: append without rescanning the tail.
@@ -212,6 +217,45 @@ class SSEParser:
         if tail and self._raw_size + len(tail) > self._limit:
             raise SSEParseError(TOO_LARGE.format(limit=self._limit))
         return out
+
+    def _whole_frame(self, chunk: bytes) -> list[SSEItem] | None:
+        """The usual chunk, exactly one CRLF frame with no comment: parsed at once.
+
+        What an SDK writes per event. None if ``chunk`` is anything else (the
+        line-by-line path then takes it); the result is the same either way.
+        """
+        if (
+            chunk[0] in _NOT_A_FIELD_START
+            or chunk.find(b"\r\n\r\n") != len(chunk) - 4
+            or b"\r\n:" in chunk
+            or not chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n")
+            or len(chunk) > self._limit
+        ):
+            return None
+        try:
+            lines = chunk[:-4].decode().split("\r\n")  # Divergence #1: strict UTF-8
+        except UnicodeDecodeError as exc:
+            raise SSEParseError(INVALID_UTF8) from exc
+        data: list[str] = []
+        event = id_ = None
+        retry: int | None = None
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if colon and value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name == "id":
+                if "\x00" not in value:
+                    id_ = value
+            elif name == "retry" and value.isascii() and value.isdigit():
+                with suppress(ValueError):
+                    retry = int(value)
+        if not data:
+            return []
+        return [SSEEvent("\n".join(data), event, id_, retry, chunk)]
 
     def _lines(self, lines: list[bytes], out: list[SSEItem]) -> None:
         """Apply complete lines (each with its terminator) to the pending frame."""

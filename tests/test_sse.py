@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcp_session_mw.errors import ConfigurationError, SessionMiddlewareError
+from mcp_session_mw.records import StoredEvent
 from mcp_session_mw.sse import (
     INVALID_UTF8,
     PARSER_CLOSED,
@@ -22,6 +23,7 @@ from mcp_session_mw.sse import (
     encode_comment,
     encode_event,
 )
+from mcp_session_mw.streams import encode_stored, format_event_id
 
 BOM = b"\xef\xbb\xbf"
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -596,3 +598,45 @@ def test_line_ending_variants_give_the_same_events(
     variants = [b"".join(line + eol for line in lines) for eol in EOLS]
     lf, crlf, cr = (without_raw(parse_whole(v)) for v in variants)
     assert lf == crlf == cr
+
+
+@PROPERTY
+@given(valid_streams())
+def test_a_whole_crlf_frame_parses_as_it_does_line_by_line(stream: bytes) -> None:
+    """A chunk that is one whole CRLF frame (what SDKs write) takes a shortcut; same items."""
+    crlf = stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    for frame in crlf.split(b"\r\n\r\n"):
+        chunk = frame + b"\r\n\r\n"
+        if chunk.startswith(BOM[:1]):
+            continue  # a BOM is stripped before the shortcut is tried
+        shortcut = SSEParser()._whole_frame(chunk)
+        if shortcut is not None:
+            assert shortcut == parse(bytewise(chunk))
+
+
+def test_the_whole_frame_shortcut_is_taken_for_an_sdk_event() -> None:
+    chunk = b'event: message\r\nid: 7\r\ndata: {"a":1}\r\n\r\n'
+    assert SSEParser()._whole_frame(chunk) == [SSEEvent('{"a":1}', "message", "7", None, chunk)]
+    assert SSEParser()._whole_frame(b": ping\r\n\r\n") is None
+    assert SSEParser()._whole_frame(b"data: a\r\n\r\ndata: b\r\n\r\n") is None
+    assert SSEParser()._whole_frame(b"data: a\r\r\n\r\n") is None
+
+
+@PROPERTY
+@given(any_text, st.none() | any_text, st.text(max_size=12), st.integers(0, 10**9))
+def test_a_stored_event_is_encoded_as_encode_event_writes_it(
+    data: str, event: str | None, stream_id: str, seq: int
+) -> None:
+    stored = StoredEvent(stream_id, seq, data, event)
+    try:
+        expected = encode_event(data, event=event, id=format_event_id(stream_id, seq))
+    except SSEEncodeError:
+        with pytest.raises(SSEEncodeError):
+            encode_stored(stored)
+        return
+    assert encode_stored(stored) == expected
+
+
+def test_a_usual_stored_event() -> None:
+    stored = StoredEvent("s1", 2, '{"a":1}', "message")
+    assert encode_stored(stored) == b'event: message\nid: s1.2\ndata: {"a":1}\n\n'
