@@ -89,6 +89,25 @@ class DurableResponse:
     and a queue, so bursts are stored in batches while the app goes on.
     """
 
+    # Where each response starts; set on the instance as it goes (fewer stores per response).
+    final_seen = False
+    app_last_event_id: str | None = None
+    _client_open = True
+    _head: Message | None = None  # the response start, until something follows it
+    _priming = b""  # our priming event, sent with the first body
+    _finished = False
+    _failed = False
+    _final_event: SSEEvent | None = None
+    _final_stored = False
+    _opened = False
+    _stream_done = False
+    _got_event = False
+    _ending = False
+    _open_busy: anyio.Event | None = None
+    _queue_in: MemoryObjectSendStream[_Item] | None = None
+    _writer_done: anyio.Event | None = None
+    _last_batch_end = -math.inf  # when the writer last sent a batch
+
     def __init__(
         self,
         *,
@@ -108,37 +127,18 @@ class DurableResponse:
         self.protocol_version = protocol_version
         self.options = options
         self.stream_id = mint_stream_id()
-        self.final_seen = False
-        self.app_last_event_id: str | None = None
         self._send = send
         self._tg = task_group
         self._watcher = watcher
         self._unrecorded = [] if unrecorded is None else unrecorded
         self._parser = SSEParser()
-        self._client_open = True
         # No checkpoint when uncontended, so the start is not delayed (see start()).
         self._send_lock = _SendLock()
-        self._head: Message | None = None  # the response start, until something follows it
-        self._priming = b""  # our priming event, sent with the first body
-        self._finished = False
-        self._failed = False
-        self._final_event: SSEEvent | None = None
-        self._final_stored = False
-        self._opened = False
-        self._stream_done = False
-        self._got_event = False
-        self._ending = False
-        self._open_busy: anyio.Event | None = None
-        self._started = time.monotonic()
-        self._renew_at = self._started + options.lease_seconds / 3
+        self._started = started = time.monotonic()
+        self._renew_at = started + options.lease_seconds / 3
         self._cut_at = (
-            None
-            if options.max_stream_seconds is None
-            else self._started + options.max_stream_seconds
+            None if options.max_stream_seconds is None else started + options.max_stream_seconds
         )
-        self._queue_in: MemoryObjectSendStream[_Item] | None = None
-        self._writer_done: anyio.Event | None = None
-        self._last_batch_end = -math.inf  # when the writer last sent a batch
 
     # -- the app's side ----------------------------------------------------------
 

@@ -403,7 +403,7 @@ class SessionMiddleware:
         except ClientDisconnected:
             return
         try:
-            message = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+            message = _parse_json(body)
         except (ValueError, RecursionError):
             await send_error(send, 400, PARSE_ERROR, MSG_PARSE_ERROR)
             return
@@ -1107,6 +1107,18 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{text} overflows a double")
     return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
+
+
+def _parse_json(body: bytes) -> Any:
+    """``json.loads`` with NaN, Infinity and overflowing numbers refused; one decoder for all."""
+    if len(body) > 1 and body[1] and body[0] in b"{[":
+        text = body.decode("utf-8", "surrogatepass")  # what json.loads detects for these
+    else:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    return _DECODER.decode(text)
 
 
 def _is_json(content_type: str) -> bool:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from mcp_session_mw.jsonrpc import (
     MSG_SESSION_REQUIRED,
     MSG_UNSUPPORTED_MEDIA_TYPE,
 )
+from mcp_session_mw.middleware import _finite_float, _not_json, _parse_json
 
 from .test_middleware import HEADERS, INIT, build_sdk_app, initialize, messages, serving
 
@@ -394,3 +395,32 @@ async def test_the_battery_leaves_live_sessions_working(world: World) -> None:
     )
     assert ping.status_code == 200
     assert [m["result"] for m in messages(ping)] == [{}]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":1}',
+        b"[1,2]",
+        b" {}",
+        b"1",
+        b"",
+        b"{",
+        b'{"a":1e999}',
+        b'{"a":NaN}',
+        b'{"a":"\xff"}',
+        b'{"a":"\xed\xa0\x80"}',  # an encoded lone surrogate
+        '{"a":"é"}'.encode("utf-16-le"),
+        '{"a":"é"}'.encode("utf-8-sig"),
+        '{"a":"é"}'.encode("utf-32"),
+    ],
+)
+def test_request_json_is_read_as_json_loads_reads_it(body: bytes) -> None:
+    def outcome(parse: Callable[[bytes], object]) -> object:
+        try:
+            return parse(body)
+        except ValueError as exc:
+            return type(exc)
+
+    expected = outcome(lambda b: json.loads(b, parse_constant=_not_json, parse_float=_finite_float))
+    assert outcome(_parse_json) == expected
