@@ -41,9 +41,9 @@ from .streams import (
     StreamOptions,
     encode_stored,
     error_event,
-    format_event_id,
     is_response_to,
     mint_stream_id,
+    priming_event,
     wants_priming,
 )
 from .watch import OPEN_DELAY, TICK, StreamWatcher
@@ -159,9 +159,7 @@ class DurableResponse:
             self._tg.start_soon(self._watch_alone)
         self._head = message
         if wants_priming(self.protocol_version):
-            self._priming = encode_event(
-                "", id=format_event_id(self.stream_id, 0), retry=self.options.retry_ms
-            )
+            self._priming = priming_event(self.stream_id, 0, self.options.retry_ms)
 
     async def body(self, message: Message) -> None:
         """Store and forward what one body message of the app carries, or queue it for that."""

@@ -111,6 +111,21 @@ def server_is_exiting() -> bool:
     return False
 
 
+def priming_event(stream_id: str, seq: int, retry_ms: int | None) -> bytes:
+    """The event that gives a client a stream position before anything else: id, empty data.
+
+    What ``encode_event("", id=format_event_id(stream_id, seq), retry=retry_ms)``
+    writes, built directly when the stream id needs no cleaning (ours never do).
+    """
+    if not stream_id.isprintable() or (
+        retry_ms is not None
+        and (isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0)
+    ):
+        return encode_event("", id=format_event_id(stream_id, seq), retry=retry_ms)
+    retry = "" if retry_ms is None else f"retry: {retry_ms:d}\n"
+    return f"id: {stream_id}.{seq}\n{retry}data:\n\n".encode()
+
+
 def wants_priming(protocol_version: str) -> bool:
     """Revisions from 2025-11-25 on get a priming event (id, empty data) first."""
     return protocol_version >= PRIMING_REVISION
@@ -175,9 +190,7 @@ async def follow_stream(
             if priming:
                 await _send_body(
                     send,
-                    encode_event(
-                        "", id=format_event_id(stream_id, after_seq), retry=options.retry_ms
-                    ),
+                    priming_event(stream_id, after_seq, options.retry_ms),
                 )
             await _replay_and_follow(store, session_id, stream_id, after_seq, send, options)
         except CorruptRecordError:

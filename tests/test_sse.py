@@ -23,7 +23,7 @@ from mcp_session_mw.sse import (
     encode_comment,
     encode_event,
 )
-from mcp_session_mw.streams import encode_stored, format_event_id
+from mcp_session_mw.streams import encode_stored, format_event_id, priming_event
 
 BOM = b"\xef\xbb\xbf"
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -640,3 +640,21 @@ def test_a_stored_event_is_encoded_as_encode_event_writes_it(
 def test_a_usual_stored_event() -> None:
     stored = StoredEvent("s1", 2, '{"a":1}', "message")
     assert encode_stored(stored) == b'event: message\nid: s1.2\ndata: {"a":1}\n\n'
+
+
+@PROPERTY
+@given(
+    st.text(max_size=12),
+    st.integers(0, 10**6),
+    st.none() | st.integers(-2, 10**6) | st.booleans(),
+)
+def test_a_priming_event_is_what_encode_event_writes(
+    stream_id: str, seq: int, retry: int | None
+) -> None:
+    try:
+        expected = encode_event("", id=format_event_id(stream_id, seq), retry=retry)
+    except SSEEncodeError:
+        with pytest.raises(SSEEncodeError):
+            priming_event(stream_id, seq, retry)
+        return
+    assert priming_event(stream_id, seq, retry) == expected
