@@ -720,25 +720,27 @@ class SessionMiddleware:
             session = local.session
             session._set_record(record)
         version = headers.version or record.protocol_version
+        setup = is_setup_request(message)
         token = _current.set(session)
         local.busy += 1
         try:
             if fresh:
                 await self._remember(scope, session_id, local)
             for attempt in (0, 1):
-                try:
-                    app_id = await self._app_session(scope, session_id, local, record)
-                except AppSessionError:
-                    log_failure(logger, "re-creating a session in the app failed")
-                    await send_error(send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id)
-                    return
-                set_headers = {_VERSION: version.encode()}
-                if app_id is not None:
-                    set_headers[_SESSION] = app_id.encode()
-                app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
-                if app_id is not None:
+                app_id = local.app_id
+                if app_id is None and self.mode != "stateless":
+                    try:
+                        app_id = await self._app_session(scope, session_id, local, record)
+                    except AppSessionError:
+                        log_failure(logger, "re-creating a session in the app failed")
+                        await send_error(
+                            send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
+                        )
+                        return
+                app_scope = _app_scope(scope, app_id, version)
+                if app_id is not None and record.meta.get(SETUP_META_KEY) != local.applied_setup:
                     await self._sync_setup(scope, app_id, version, local, record)
-                if attempt == 0 and is_setup_request(message):
+                if attempt == 0 and setup:
                     # Recorded before the client hears back, so its next request
                     # finds it on whichever process it reaches.
                     await self._record_setup(session_id, message)
@@ -747,7 +749,7 @@ class SessionMiddleware:
                     app_scope, body, send, session, request_id, version, may_retry
                 )
                 if status is not None:
-                    if is_setup_request(message) and 200 <= status < 300:
+                    if setup and 200 <= status < 300:
                         # The app session ran it itself; changes other processes
                         # recorded meanwhile are sent on its next request.
                         local.applied_setup = record_setup(
@@ -1032,7 +1034,10 @@ class SessionMiddleware:
     async def _app_session(
         self, scope: Scope, session_id: str, local: LocalSession, record: SessionRecord
     ) -> str | None:
-        """The app's id for this session, re-creating the app session if needed."""
+        """The app's id for this session, re-creating the app session if needed.
+
+        (``_forward`` asks only when it has none and the mode is re-hydration.)
+        """
         if self.mode == "stateless" or local.app_id is not None:
             return local.app_id
         async with self._locals.lock(session_id):
@@ -1095,6 +1100,21 @@ class SessionMiddleware:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)
+
+
+def _app_scope(scope: Scope, app_id: str | None, version: str) -> Scope:
+    """The client's request as the app gets it: the app's session id, a version always."""
+    headers = [
+        (name, value)
+        for name, value in scope["headers"]
+        if name != _SESSION and name != _VERSION  # ASGI names are lowercase
+    ]
+    headers.append((_VERSION, version.encode("latin-1")))
+    if app_id is not None:
+        headers.append((_SESSION, app_id.encode("latin-1")))
+    app_scope = dict(scope)
+    app_scope["headers"] = headers
+    return app_scope
 
 
 def _not_json(literal: str) -> Any:
