@@ -32,7 +32,16 @@ from .jsonrpc import INTERNAL_ERROR, RequestId
 from .logs import log_failure
 from .records import StoredEvent, StreamState
 from .relay import register, tag_events
-from .sse import SSEComment, SSEEvent, SSEParseError, SSEParser, encode_comment, encode_event
+from .sse import (
+    SSEComment,
+    SSEEvent,
+    SSEItem,
+    SSEParseError,
+    SSEParser,
+    encode_comment,
+    encode_event,
+    whole_frame,
+)
 from .stores.base import Store
 from .streams import (
     MSG_NO_RESPONSE,
@@ -107,6 +116,8 @@ class DurableResponse:
     _queue_in: MemoryObjectSendStream[_Item] | None = None
     _writer_done: anyio.Event | None = None
     _last_batch_end = -math.inf  # when the writer last sent a batch
+    _parser: SSEParser | None = None  # made for the first chunk that is not one whole frame
+    _mid_stream = False  # a chunk of the app's body was read (a BOM is only at its start)
 
     def __init__(
         self,
@@ -131,7 +142,6 @@ class DurableResponse:
         self._tg = task_group
         self._watcher = watcher
         self._unrecorded = [] if unrecorded is None else unrecorded
-        self._parser = SSEParser()
         # No checkpoint when uncontended, so the start is not delayed (see start()).
         self._send_lock = _SendLock()
         self._started = started = time.monotonic()
@@ -164,14 +174,26 @@ class DurableResponse:
     async def body(self, message: Message) -> None:
         """Store and forward what one body message of the app carries, or queue it for that."""
         more = bool(message.get("more_body", False))
+        chunk = message.get("body", b"")
+        parser = self._parser
         try:
-            items = self._parser.feed(message.get("body", b""))
-            if not more:
-                items += self._parser.close()
+            # Most bodies are one whole frame, or nothing: then no parser is made.
+            items: list[SSEItem] | None = None
+            if parser is None:
+                items = whole_frame(chunk) if chunk else []
+            if items is None:
+                if parser is None:
+                    parser = self._parser = SSEParser(mid_stream=self._mid_stream)
+                items = parser.feed(chunk)
+                if not more:
+                    items += parser.close()
+            if chunk:
+                self._mid_stream = True
         except SSEParseError:
             logger.warning("the app sent an SSE body that cannot be parsed; dropped")
             items = []
         kept: list[_Item] = []
+        has_events = False
         for item in items:
             if isinstance(item, SSEEvent):
                 if item.id:
@@ -180,10 +202,8 @@ class DurableResponse:
                     continue  # the app's own priming event: ours was sent instead
                 if self._is_final(item.data):
                     self._final_event = item
+                has_events = self._got_event = True
             kept.append(item)
-        has_events = any(isinstance(kept_item, SSEEvent) for kept_item in kept)
-        if has_events:
-            self._got_event = True
         if self._queue_in is None and (self._final_event is not None or not has_events):
             # Nothing queued before it and the answer is here (or no event
             # at all): written from this send, no writer task needed.
@@ -206,7 +226,8 @@ class DurableResponse:
             # The app ended the response before its result (it closed the
             # stream for polling): end the client's connection too, once what
             # came before is out, and let the middleware fetch the rest.
-            self._parser = SSEParser()
+            self._parser = None  # what the middleware fetches next is a new body
+            self._mid_stream = False
             await self.request_close()
 
     @property

@@ -48,6 +48,7 @@ __all__ = [
     "SSEParser",
     "encode_comment",
     "encode_event",
+    "whole_frame",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 16 * 1024 * 1024
@@ -63,7 +64,7 @@ NOT_UTF8_ENCODABLE = "SSE text cannot be encoded as UTF-8"
 _BOM = b"\xef\xbb\xbf"
 _LF = 10
 _COLON = 58
-_NOT_A_FIELD_START = b"\r\n:"
+_NOT_A_FIELD_START = b"\r\n:" + _BOM[:1]  # a line break, a comment, maybe a BOM
 _STRIP_FROM_FIELD = {ord("\r"): None, ord("\n"): None, 0: None}
 
 
@@ -128,12 +129,15 @@ class SSEParser:
         "_tail",
     )
 
-    def __init__(self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+    def __init__(
+        self, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, mid_stream: bool = False
+    ) -> None:
+        """``mid_stream``: the stream's first bytes were read elsewhere (no BOM is looked for)."""
         if isinstance(max_event_bytes, bool) or max_event_bytes < 1:
             raise ConfigurationError(BAD_LIMIT.format(value=max_event_bytes))
         self._limit = max_event_bytes
         self._tail = bytearray()  # incomplete last line, or a line ending in a lone CR
-        self._at_start = True  # a BOM is only skipped at the very start
+        self._at_start = not mid_stream  # a BOM is only skipped at the very start
         self._closed = False
         self._failed = False
         self._raw: list[bytes] = []
@@ -193,8 +197,8 @@ class SSEParser:
                 chunk = chunk[len(_BOM) :]
         if not chunk:
             return out
-        if not tail and not self._raw and chunk[-4:] == b"\r\n\r\n":
-            whole = self._whole_frame(chunk)
+        if not tail and not self._raw:
+            whole = whole_frame(chunk, self._limit)
             if whole is not None:
                 return whole
         if tail:
@@ -217,45 +221,6 @@ class SSEParser:
         if tail and self._raw_size + len(tail) > self._limit:
             raise SSEParseError(TOO_LARGE.format(limit=self._limit))
         return out
-
-    def _whole_frame(self, chunk: bytes) -> list[SSEItem] | None:
-        """The usual chunk, exactly one CRLF frame with no comment: parsed at once.
-
-        What an SDK writes per event. None if ``chunk`` is anything else (the
-        line-by-line path then takes it); the result is the same either way.
-        """
-        if (
-            chunk[0] in _NOT_A_FIELD_START
-            or chunk.find(b"\r\n\r\n") != len(chunk) - 4
-            or b"\r\n:" in chunk
-            or not chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n")
-            or len(chunk) > self._limit
-        ):
-            return None
-        try:
-            lines = chunk[:-4].decode().split("\r\n")  # Divergence #1: strict UTF-8
-        except UnicodeDecodeError as exc:
-            raise SSEParseError(INVALID_UTF8) from exc
-        data: list[str] = []
-        event = id_ = None
-        retry: int | None = None
-        for line in lines:
-            name, colon, value = line.partition(":")
-            if colon and value[:1] == " ":
-                value = value[1:]
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
-            elif name == "id":
-                if "\x00" not in value:
-                    id_ = value
-            elif name == "retry" and value.isascii() and value.isdigit():
-                with suppress(ValueError):
-                    retry = int(value)
-        if not data:
-            return []
-        return [SSEEvent("\n".join(data), event, id_, retry, chunk)]
 
     def _lines(self, lines: list[bytes], out: list[SSEItem]) -> None:
         """Apply complete lines (each with its terminator) to the pending frame."""
@@ -326,6 +291,49 @@ class SSEParser:
         self._event = None
         self._id = None
         self._retry = None
+
+
+def whole_frame(chunk: bytes, limit: int = DEFAULT_MAX_EVENT_BYTES) -> list[SSEItem] | None:
+    """The usual chunk, exactly one CRLF frame with no comment, parsed at once.
+
+    What an SDK writes per event. None if ``chunk`` is anything else, starts
+    like a BOM or is not UTF-8 (an :class:`SSEParser` then takes it);
+    otherwise the items a parser would give for it in the middle of a stream.
+    """
+    if (
+        not chunk
+        or chunk[0] in _NOT_A_FIELD_START
+        or chunk[-4:] != b"\r\n\r\n"
+        or chunk.find(b"\r\n\r\n") != len(chunk) - 4
+        or b"\r\n:" in chunk
+        or not chunk.count(b"\r") == chunk.count(b"\n") == chunk.count(b"\r\n")
+        or len(chunk) > limit
+    ):
+        return None
+    try:
+        lines = chunk[:-4].decode().split("\r\n")
+    except UnicodeDecodeError:
+        return None  # a parser raises for it (Divergence #1) and stays failed
+    data: list[str] = []
+    event = id_ = None
+    retry: int | None = None
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if colon and value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+        elif name == "id":
+            if "\x00" not in value:
+                id_ = value
+        elif name == "retry" and value.isascii() and value.isdigit():
+            with suppress(ValueError):
+                retry = int(value)
+    if not data:
+        return []
+    return [SSEEvent("\n".join(data), event, id_, retry, chunk)]
 
 
 def _split_lines(text: str) -> list[str]:

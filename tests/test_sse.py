@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from mcp_session_mw.errors import ConfigurationError, SessionMiddlewareError
 from mcp_session_mw.records import StoredEvent
 from mcp_session_mw.sse import (
+    DEFAULT_MAX_EVENT_BYTES,
     INVALID_UTF8,
     PARSER_CLOSED,
     PARSER_FAILED,
@@ -22,6 +23,7 @@ from mcp_session_mw.sse import (
     SSEParser,
     encode_comment,
     encode_event,
+    whole_frame,
 )
 from mcp_session_mw.streams import encode_stored, format_event_id, priming_event
 
@@ -29,8 +31,8 @@ BOM = b"\xef\xbb\xbf"
 PROPERTY = settings(max_examples=200, deadline=None)
 
 
-def parse(chunks: Iterable[bytes], **options: int) -> list[SSEItem]:
-    parser = SSEParser(**options)
+def parse(chunks: Iterable[bytes], max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> list[SSEItem]:
+    parser = SSEParser(max_event_bytes=max_event_bytes)
     items: list[SSEItem] = []
     for chunk in chunks:
         items += parser.feed(chunk)
@@ -607,19 +609,26 @@ def test_a_whole_crlf_frame_parses_as_it_does_line_by_line(stream: bytes) -> Non
     crlf = stream.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     for frame in crlf.split(b"\r\n\r\n"):
         chunk = frame + b"\r\n\r\n"
-        if chunk.startswith(BOM[:1]):
-            continue  # a BOM is stripped before the shortcut is tried
-        shortcut = SSEParser()._whole_frame(chunk)
+        shortcut = whole_frame(chunk)
         if shortcut is not None:
             assert shortcut == parse(bytewise(chunk))
 
 
 def test_the_whole_frame_shortcut_is_taken_for_an_sdk_event() -> None:
     chunk = b'event: message\r\nid: 7\r\ndata: {"a":1}\r\n\r\n'
-    assert SSEParser()._whole_frame(chunk) == [SSEEvent('{"a":1}', "message", "7", None, chunk)]
-    assert SSEParser()._whole_frame(b": ping\r\n\r\n") is None
-    assert SSEParser()._whole_frame(b"data: a\r\n\r\ndata: b\r\n\r\n") is None
-    assert SSEParser()._whole_frame(b"data: a\r\r\n\r\n") is None
+    assert whole_frame(chunk) == [SSEEvent('{"a":1}', "message", "7", None, chunk)]
+    assert whole_frame(b": ping\r\n\r\n") is None
+    assert whole_frame(b"data: a\r\n\r\ndata: b\r\n\r\n") is None
+    assert whole_frame(b"data: a\r\r\n\r\n") is None
+    assert whole_frame(BOM + b"data: a\r\n\r\n") is None  # a parser strips it at the start
+
+
+def test_a_parser_mid_stream_takes_a_bom_as_text() -> None:
+    stream = BOM + b"data: a\n\ndata: b\n\n"
+    assert [i.data for i in parse([stream]) if isinstance(i, SSEEvent)] == ["a", "b"]
+    parser = SSEParser(mid_stream=True)
+    items = parser.feed(stream) + parser.close()
+    assert [i.data for i in items if isinstance(i, SSEEvent)] == ["b"]  # "\ufeffdata" is no field
 
 
 @PROPERTY

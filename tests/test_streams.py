@@ -1009,3 +1009,94 @@ def test_frame_parser_reads_what_the_tests_expect() -> None:
     frame = parse_frame("event: message\nid: get.4\nretry: 10\ndata: {}\n: ping")
     assert frame == Frame("get.4", "{}", "message", 10)
     assert parse_frame(": ping") is None
+
+
+# -- an app that writes its SSE body byte for byte ------------------------------------------
+
+ANSWER = {"jsonrpc": "2.0", "id": 9, "result": {"ok": True}}
+NOTE = {"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progress": 1}}
+
+
+def sse_frame(message: dict[str, Any], eol: bytes = b"\r\n") -> bytes:
+    return b"event: message" + eol + b"data: " + json.dumps(message).encode() + eol + eol
+
+
+def scripted_sse_app(chunks: Sequence[bytes]) -> ASGIApp:
+    """A stateless app: initialize answered in JSON, any request with ``chunks`` as its SSE body."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = json.loads((await receive())["body"])
+        if request.get("method") == "initialize":
+            result = {"protocolVersion": NEW, "capabilities": {}, "serverInfo": {"name": "s"}}
+            body = json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
+        for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def scripted_call(chunks: Sequence[bytes]) -> tuple[list[Frame], list[StoredEvent]]:
+    """One request to the scripted app: what its client got, and what the store holds."""
+    store = MemoryStore()
+    middleware = SessionMiddleware(scripted_sse_app(chunks), store=store, mode="stateless")
+    headers = {"accept": "application/json, text/event-stream", "mcp-protocol-version": NEW}
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}
+        opened = await client.post("/mcp", json=init, headers=headers)
+        session_id = opened.headers["mcp-session-id"]
+        call = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "x"}}
+        with anyio.fail_after(TIMEOUT):
+            answer = await client.post(
+                "/mcp", json=call, headers={**headers, "mcp-session-id": session_id}
+            )
+    frames = [f for f in map(parse_frame, answer.text.split("\n\n")) if f is not None]
+    stream = frames[0].stream
+    stored = await store.read_events(session_id, str(stream), 0)
+    return frames, stored
+
+
+async def test_a_bom_at_the_start_of_an_apps_body_is_skipped() -> None:
+    bom = b"\xef\xbb\xbf"
+    frames, stored = await scripted_call([bom + sse_frame(NOTE), sse_frame(ANSWER)])
+    assert [f.message for f in frames if f.data] == [NOTE, ANSWER]
+    assert [(json.loads(e.data), e.event) for e in stored] == [
+        (NOTE, "message"),
+        (ANSWER, "message"),
+    ]
+
+
+async def test_frames_split_anywhere_or_sharing_a_chunk_are_stored_alike() -> None:
+    body = sse_frame(NOTE) + sse_frame(NOTE, b"\n") + sse_frame(ANSWER)
+    for chunks in ([body], [body[:5], body[5:40], body[40:]], [sse_frame(NOTE), body[40:]]):
+        frames, stored = await scripted_call(chunks)
+        assert [json.loads(e.data) for e in stored][-1] == ANSWER
+        assert [f.message for f in frames if f.data][-1] == ANSWER
+
+
+async def test_after_a_body_that_cannot_be_parsed_the_rest_is_dropped_and_the_request_errs() -> (
+    None
+):
+    frames, stored = await scripted_call([b"data: \xff\r\n\r\n", sse_frame(ANSWER)])
+    messages = [f.message for f in frames if f.data]
+    assert len(messages) == 1
+    assert messages[0]["id"] == 9
+    assert messages[0]["error"]["message"] == MSG_NO_RESPONSE
+    assert [json.loads(e.data) for e in stored] == messages
