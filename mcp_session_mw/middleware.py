@@ -797,44 +797,30 @@ class SessionMiddleware:
         """
         self.drain.enter()
         try:
-            return await self._run_app(
-                scope, body, send, session, request_id, protocol_version, hold_404
-            )
+            background, watcher = self._background, self._watcher
+            if background is not None and watcher is not None:
+                # The usual case: a response's own tasks (a writer for a long one)
+                # run in the middleware's task group, its clock is the watcher's.
+                return await self._respond(
+                    background,
+                    watcher,
+                    scope,
+                    body,
+                    send,
+                    session,
+                    request_id,
+                    protocol_version,
+                    hold_404,
+                )
+            async with anyio.create_task_group() as tg:  # no lifespan ran (a mounted app)
+                status = await self._respond(
+                    tg, None, scope, body, send, session, request_id, protocol_version, hold_404
+                )
+                # What is left is the response's own clock, which would sleep on.
+                tg.cancel_scope.cancel()
+            return status
         finally:
             self.drain.leave()
-
-    async def _run_app(
-        self,
-        scope: Scope,
-        body: bytes,
-        send: Send,
-        session: Session,
-        request_id: RequestId,
-        protocol_version: str,
-        hold_404: bool,
-    ) -> int | None:
-        background, watcher = self._background, self._watcher
-        if background is not None and watcher is not None:
-            # The usual case: a response's own tasks (a writer for a long one)
-            # run in the middleware's task group, its clock is the watcher's.
-            return await self._respond(
-                background,
-                watcher,
-                scope,
-                body,
-                send,
-                session,
-                request_id,
-                protocol_version,
-                hold_404,
-            )
-        async with anyio.create_task_group() as tg:  # no lifespan ran (a mounted app)
-            status = await self._respond(
-                tg, None, scope, body, send, session, request_id, protocol_version, hold_404
-            )
-            # What is left is the response's own clock, which would sleep on.
-            tg.cancel_scope.cancel()
-        return status
 
     async def _respond(
         self,
@@ -863,18 +849,12 @@ class SessionMiddleware:
             return {"type": "http.disconnect"}
 
         async def app_send(message: Message) -> None:
-            await deliver(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                response_sent.set()
-
-        async def deliver(message: Message) -> None:
             nonlocal held, durable, status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                if hold_404 and message["status"] == 404:
+                if hold_404 and status == 404:
                     held = True
-                    return
-                if _take_start(message, session.id):
+                elif _take_start(message, session.id):
                     durable = DurableResponse(
                         store=self.store,
                         session_id=session.id,
@@ -888,15 +868,19 @@ class SessionMiddleware:
                     )
                     await durable.start(message)
                     session._track(durable)
-                    return
-            elif held:
+                else:
+                    with contextlib.suppress(OSError):  # the app finishes its work all the same
+                        await send(message)
                 return
+            if held:
+                pass
             elif durable is not None and message["type"] == "http.response.body":
                 await durable.body(message)
-                return
-            # If the client left, the app still finishes its work.
-            with contextlib.suppress(OSError):
-                await send(message)
+            else:
+                with contextlib.suppress(OSError):  # the app finishes its work all the same
+                    await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                response_sent.set()
 
         try:
             await self.app(scope, replay_body(body, app_receive_after_body), app_send)
