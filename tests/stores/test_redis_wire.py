@@ -1,0 +1,41 @@
+"""The lane's RESP2 encoding (no server needed; the lane itself is tested in test_redis.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mcp_session_mw.stores.redis_wire import encode_command
+
+
+def resp_array(args: list[Any]) -> bytes:
+    """RESP2 written out one argument at a time, the plain way."""
+    out = b"*%d\r\n" % len(args)
+    for arg in args:
+        data = arg if isinstance(arg, bytes) else str(arg).encode()
+        out += b"$%d\r\n" % len(data) + data + b"\r\n"
+    return out
+
+
+def test_a_command() -> None:
+    assert encode_command(("SET", b"k", 1)) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n1\r\n"
+    assert encode_command(("GET", "")) == b"*2\r\n$3\r\nGET\r\n$0\r\n\r\n"
+    assert encode_command(()) == b"*0\r\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.binary(max_size=20),
+            st.text(st.characters(exclude_categories=["Cs"]), max_size=20),
+            st.integers(),
+            st.floats(allow_nan=False),
+        ),
+        max_size=12,
+    )
+)
+def test_any_arguments_are_framed_as_resp2_arrays(args: list[Any]) -> None:
+    assert encode_command(args) == resp_array(args)
