@@ -587,10 +587,30 @@ async def _reencrypt_command(url: str, keys: list[str], options: dict[str, Any],
     return EXIT_OK
 
 
+def _keys_as_values(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every key taken as a value, even one that starts with ``-``.
+
+    A url-safe base64 key starts with ``-`` one time in 64, and argparse would
+    read it as an option: ``--key K`` becomes ``--key=K``, and the keys of
+    ``fingerprint`` follow a ``--``.
+    """
+    out: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--key":
+            value = next(args, None)
+            out.append(arg if value is None else f"--key={value}")
+        else:
+            out.append(arg)
+    if out[:1] == ["fingerprint"] and not {"--", "-h", "--help"} & set(out[1:]):
+        out.insert(1, "--")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m mcp_session_mw.encryption``; returns the exit status."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_keys_as_values(sys.argv[1:] if argv is None else argv))
     try:
         if args.command == "genkey":
             print(generate_key())

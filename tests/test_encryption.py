@@ -6,6 +6,7 @@ entry of tests/backends.py; these tests cover what only encryption has.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import sqlite3
@@ -418,3 +419,28 @@ async def test_cli_genkey_and_fingerprint() -> None:
     EncryptedStore(MemoryStore(), [key])
     shown = run_cli("fingerprint", key)
     assert shown.stdout.strip() == key_fingerprint(key)
+
+
+def dash_key() -> str:
+    """A valid key whose text starts with '-' (as one random key in 64 does)."""
+    key = base64.urlsafe_b64encode(b"\xf8" + os.urandom(31)).decode()
+    assert key.startswith("-")
+    return key
+
+
+async def test_cli_takes_keys_that_start_with_a_dash(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path)
+    old, new = dash_key(), dash_key()
+    async with EncryptedStore(create_store(url), [old]) as store:
+        await store.create("s", new_record(i=1))
+    done = run_cli("reencrypt", "--store", url, "--key", new, "--key", old)
+    assert done.returncode == EXIT_OK, done.stderr
+    assert "resealed 1 session record(s)" in done.stdout
+    async with EncryptedStore(create_store(url), [new]) as store:
+        loaded = await store.load("s")
+    assert loaded is not None
+    assert loaded.state == {"i": 1}
+    shown = run_cli("fingerprint", old, new)
+    assert shown.returncode == EXIT_OK, shown.stderr
+    assert shown.stdout.split() == [key_fingerprint(old), key_fingerprint(new)]
+    assert run_cli("reencrypt", "--store", url, "--key").returncode == EXIT_USAGE

@@ -38,4 +38,4 @@ def test_a_command() -> None:
     )
 )
 def test_any_arguments_are_framed_as_resp2_arrays(args: list[Any]) -> None:
-    assert encode_command(args) == resp_array(args)
+    assert encode_command(tuple(args)) == resp_array(args)
