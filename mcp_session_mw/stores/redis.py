@@ -560,9 +560,17 @@ def _record_values(record: SessionRecord) -> list[str]:
     ]
 
 
+_encode_json_string = json.encoder.encode_basestring_ascii  # json.dumps of a str
+
+
 def _request_id_json(state: StreamState) -> str:
+    request_id = state.request_id
+    if type(request_id) is int:  # the usual id: what json.dumps writes for it
+        return str(request_id)
+    if type(request_id) is str:
+        return _encode_json_string(request_id)
     try:
-        return json.dumps(state.request_id)
+        return json.dumps(request_id)
     except (TypeError, ValueError) as exc:
         raise StoreError(f"stream request id is not JSON-encodable: {exc}") from exc
 

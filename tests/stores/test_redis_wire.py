@@ -1,12 +1,15 @@
-"""The lane's RESP2 encoding (no server needed; the lane itself is tested in test_redis.py)."""
+"""What the Redis store writes, checked without a server (the lane itself: test_redis.py)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcp_session_mw import StreamState
+from mcp_session_mw.stores.redis import _request_id_json
 from mcp_session_mw.stores.redis_wire import encode_command
 
 
@@ -39,3 +42,18 @@ def test_a_command() -> None:
 )
 def test_any_arguments_are_framed_as_resp2_arrays(args: list[Any]) -> None:
     assert encode_command(tuple(args)) == resp_array(args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=20),
+    )
+)
+def test_a_stream_request_id_is_stored_as_json_dumps_writes_it(request_id: Any) -> None:
+    state = StreamState(stream_id="0123456789abcdef", request_id=request_id)
+    assert _request_id_json(state) == json.dumps(request_id)
