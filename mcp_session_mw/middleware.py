@@ -392,7 +392,7 @@ class SessionMiddleware:
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
     ) -> None:
-        if any(not _is_json(value) for value in headers.content_types):
+        if not all(map(_is_json, headers.content_types)):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
@@ -1126,7 +1126,10 @@ def _parse_json(body: bytes) -> Any:
 
 
 def _is_json(content_type: str) -> bool:
-    return content_type.split(";", 1)[0].strip().lower() == "application/json"
+    return (
+        content_type == "application/json"
+        or content_type.split(";", 1)[0].strip().lower() == "application/json"
+    )
 
 
 def _initialize_well_formed(message: dict[str, Any], request_id: RequestId) -> bool:
