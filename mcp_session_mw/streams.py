@@ -123,7 +123,7 @@ def priming_event(stream_id: str, seq: int, retry_ms: int | None) -> bytes:
     ):
         return encode_event("", id=format_event_id(stream_id, seq), retry=retry_ms)
     retry = "" if retry_ms is None else f"retry: {retry_ms:d}\n"
-    return f"id: {stream_id}.{seq}\n{retry}data:\n\n".encode()
+    return f"id: {format_event_id(stream_id, seq)}\n{retry}data:\n\n".encode()
 
 
 def wants_priming(protocol_version: str) -> bool:
@@ -150,7 +150,8 @@ def encode_stored(event: StoredEvent) -> bytes:
     ):
         # The usual event, what encode_event writes for it, in one step.
         with contextlib.suppress(UnicodeEncodeError):  # lone surrogates: encode_event says so
-            return f"event: {name}\nid: {event.stream_id}.{event.seq}\ndata: {data}\n\n".encode()
+            event_id = format_event_id(event.stream_id, event.seq)
+            return f"event: {name}\nid: {event_id}\ndata: {data}\n\n".encode()
     return encode_event(data, event=name, id=format_event_id(event.stream_id, event.seq))
 
 
