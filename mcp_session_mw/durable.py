@@ -270,7 +270,7 @@ class DurableResponse:
 
     async def finish(self) -> None:
         """The app is done: store what is queued, mark the stream done, end the response."""
-        if self._finished:
+        if self.finish_at_once():
             return
         self._ending = True  # the stream is not opened alone any more (see tick)
         # The writer stores and forwards what is queued, then ends.
