@@ -97,9 +97,9 @@ class RequestHeads:
     Starlette's ``Headers``. A header repeated keeps every value, in order.
     """
 
-    __slots__ = ("accept", "content_types", "last_event_ids", "oversized", "session_ids", "version")
+    __slots__ = ("accept", "content_types", "last_event_ids", "session_ids", "version")
 
-    def __init__(self, raw: list[tuple[bytes, bytes]], max_size: int | None = None) -> None:
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         version = accept = None
         session_ids: list[str] = []
         content_types: list[str] = []
@@ -122,11 +122,10 @@ class RequestHeads:
         self.session_ids = session_ids
         self.content_types = content_types
         self.last_event_ids = last_event_ids
-        self.oversized = max_size is not None and _oversized(raw, max_size)
-        """True if a header's name and value together exceed ``max_size`` bytes."""
 
 
-def _oversized(raw: list[tuple[bytes, bytes]], max_size: int) -> bool:
+def header_too_large(raw: list[tuple[bytes, bytes]], max_size: int) -> bool:
+    """True if a header's name and value together exceed ``max_size`` bytes."""
     # All headers together within the limit (the usual case) is one sum, in C.
     if sum(map(len, chain.from_iterable(raw))) <= max_size:
         return False

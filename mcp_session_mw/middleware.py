@@ -38,6 +38,7 @@ from .asgi import (
     RequestHeads,
     body_only,
     call_and_capture,
+    header_too_large,
     read_body,
     replay_body,
     send_empty,
@@ -285,11 +286,13 @@ class SessionMiddleware:
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
             return
-        headers = RequestHeads(scope["headers"], self.max_header_size)
+        headers = RequestHeads(scope["headers"])
         if not is_handshake_lane(headers.version):
             await self.app(scope, receive, send)  # Divergence #2: modern lane.
             return
-        if headers.oversized:
+        if self.max_header_size is not None and header_too_large(
+            scope["headers"], self.max_header_size
+        ):
             await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
             return
         method = scope["method"]
@@ -737,7 +740,10 @@ class SessionMiddleware:
                             send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
                         )
                         return
-                app_scope = _app_scope(scope, app_id, version)
+                set_headers = {_VERSION: version.encode()}
+                if app_id is not None:
+                    set_headers[_SESSION] = app_id.encode()
+                app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
                 if app_id is not None and record.meta.get(SETUP_META_KEY) != local.applied_setup:
                     await self._sync_setup(scope, app_id, version, local, record)
                 if attempt == 0 and setup:
@@ -1084,21 +1090,6 @@ class SessionMiddleware:
             local.session._set_record(record)
             return local.session
         return Session(session_id, self.store, record)
-
-
-def _app_scope(scope: Scope, app_id: str | None, version: str) -> Scope:
-    """The client's request as the app gets it: the app's session id, a version always."""
-    headers = [
-        (name, value)
-        for name, value in scope["headers"]
-        if name != _SESSION and name != _VERSION  # ASGI names are lowercase
-    ]
-    headers.append((_VERSION, version.encode("latin-1")))
-    if app_id is not None:
-        headers.append((_SESSION, app_id.encode("latin-1")))
-    app_scope = dict(scope)
-    app_scope["headers"] = headers
-    return app_scope
 
 
 def _not_json(literal: str) -> Any:
