@@ -95,11 +95,32 @@ class RequestHeads:
 
     ASGI servers give header names in lowercase; values are latin-1, as in
     Starlette's ``Headers``. A header repeated keeps every value, in order.
+    When no name repeats (nearly every request), the raw list is made a dict
+    in C and read by name; ``named`` keeps that dict for :func:`with_headers`.
     """
 
-    __slots__ = ("accept", "content_types", "last_event_ids", "session_ids", "version")
+    __slots__ = ("accept", "content_types", "last_event_ids", "named", "session_ids", "version")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        named = dict(raw)
+        if len(named) != len(raw):
+            self.named: dict[bytes, bytes] | None = None
+            self._scan(raw)
+            return
+        self.named = named
+        get = named.get
+        value = get(b"mcp-protocol-version")
+        self.version: str | None = None if value is None else value.decode("latin-1")
+        value = get(b"accept")
+        self.accept: str | None = None if value is None else value.decode("latin-1")
+        value = get(b"mcp-session-id")
+        self.session_ids = [] if value is None else [value.decode("latin-1")]
+        value = get(b"content-type")
+        self.content_types = [] if value is None else [value.decode("latin-1")]
+        value = get(b"last-event-id")
+        self.last_event_ids = [] if value is None else [value.decode("latin-1")]
+
+    def _scan(self, raw: list[tuple[bytes, bytes]]) -> None:
         version = accept = None
         session_ids: list[str] = []
         content_types: list[str] = []
@@ -117,8 +138,8 @@ class RequestHeads:
                     accept = value.decode("latin-1")
             elif name == b"last-event-id":
                 last_event_ids.append(value.decode("latin-1"))
-        self.version: str | None = version
-        self.accept: str | None = accept
+        self.version = version
+        self.accept = accept
         self.session_ids = session_ids
         self.content_types = content_types
         self.last_event_ids = last_event_ids
@@ -133,12 +154,28 @@ def header_too_large(raw: list[tuple[bytes, bytes]], max_size: int) -> bool:
 
 
 def with_headers(
-    scope: Scope, set_headers: dict[bytes, bytes], drop: frozenset[bytes] = frozenset()
+    scope: Scope,
+    set_headers: dict[bytes, bytes],
+    drop: frozenset[bytes] = frozenset(),
+    named: dict[bytes, bytes] | None = None,
 ) -> Scope:
-    """A copy of an HTTP scope with some headers replaced, added or removed."""
-    names = set(set_headers) | set(drop)
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in names]
-    headers.extend(set_headers.items())
+    """A copy of an HTTP scope with some headers replaced, added or removed.
+
+    Names in ``set_headers`` and ``drop`` are lowercase, and a header of the
+    scope goes whatever the case of its name. ``named`` is the scope's headers
+    as a dict (:attr:`RequestHeads.named`): when every name in it is lowercase,
+    the copy is made from it in C.
+    """
+    if named is not None and b"".join(named).islower():
+        copied = named.copy()
+        for name in drop:
+            copied.pop(name, None)
+        copied.update(set_headers)
+        headers = list(copied.items())
+    else:
+        names = set(set_headers) | set(drop)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in names]
+        headers.extend(set_headers.items())
     new_scope = dict(scope)
     new_scope["headers"] = headers
     return new_scope

@@ -176,6 +176,8 @@ class DurableResponse:
         more = bool(message.get("more_body", False))
         chunk = message.get("body", b"")
         parser = self._parser
+        if not chunk and parser is None and self.final_seen:
+            return  # the end of a response whose answer is out: nothing to store or send
         try:
             # Most bodies are one whole frame, or nothing: then no parser is made.
             items: list[SSEItem] | None = None
@@ -192,6 +194,11 @@ class DurableResponse:
         except SSEParseError:
             logger.warning("the app sent an SSE body that cannot be parsed; dropped")
             items = []
+        if len(items) == 1 and self._queue_in is None and not self._failed:
+            event = items[0]
+            if isinstance(event, SSEEvent) and event.data and self._is_final(event.data):
+                await self._answer(event)
+                return
         kept: list[_Item] = []
         has_events = False
         for item in items:
@@ -229,6 +236,43 @@ class DurableResponse:
             self._parser = None  # what the middleware fetches next is a new body
             self._mid_stream = False
             await self.request_close()
+
+    async def _answer(self, event: SSEEvent) -> None:
+        """The usual response, whose first event is its answer: one write, one send.
+
+        What the general path of :meth:`body` does for it, straight: the
+        stream is opened, given the event and finished in one store call, and
+        the client's response ends with it.
+        """
+        if event.id:
+            self.app_last_event_id = event.id
+        self._final_event = event
+        self._got_event = True  # the watcher does not open the stream alone any more
+        await self._wait_open()  # one the watcher began before this event came
+        if self._failed:
+            self.final_seen = True
+            return
+        try:
+            stored = await self.store.write_stream(
+                self.session_id,
+                self.stream_id,
+                ((event.data, event.event),),
+                open_as=None if self._opened else self._state(),
+                finish=True,
+                max_events=self.options.max_events_per_stream,
+            )
+        except StoreError:
+            log_failure(logger, "could not store SSE events; ending the stream")
+            self.final_seen = True
+            await self._fail()
+            return
+        self._final_stored = self._stream_done = True
+        self.final_seen = True
+        if not self._opened:
+            await self._opened_now()
+        await self._to_client(
+            {"type": "http.response.body", "body": encode_stored(stored[0]), "more_body": False}
+        )
 
     @property
     def needs_drain(self) -> bool:

@@ -133,6 +133,7 @@ _SESSION = SESSION_HEADER.encode()
 _VERSION = VERSION_HEADER.encode()
 _RETRY_AFTER = [(b"retry-after", b"1")]
 _ALLOW = [(b"allow", b"GET, POST, DELETE")]
+_DROP_SESSION = frozenset({_SESSION})
 
 
 class SessionMiddleware:
@@ -313,9 +314,11 @@ class SessionMiddleware:
             reset_fingerprint(token)
 
     def _handles(self, scope: Scope) -> bool:
+        path: str = scope["path"]
+        if path == self.path and not scope.get("root_path"):
+            return True
         if self.path is None:
             return True
-        path: str = scope["path"]
         root: str = scope.get("root_path", "")
         if root and path.startswith(root):
             path = path[len(root) :]
@@ -743,7 +746,7 @@ class SessionMiddleware:
                 set_headers = {_VERSION: version.encode()}
                 if app_id is not None:
                     set_headers[_SESSION] = app_id.encode()
-                app_scope = with_headers(scope, set_headers, drop=frozenset({_SESSION}))
+                app_scope = with_headers(scope, set_headers, _DROP_SESSION, headers.named)
                 if app_id is not None and record.meta.get(SETUP_META_KEY) != local.applied_setup:
                     await self._sync_setup(scope, app_id, version, local, record)
                 if attempt == 0 and setup:
@@ -751,9 +754,23 @@ class SessionMiddleware:
                     # finds it on whichever process it reaches.
                     await self._record_setup(session_id, message)
                 may_retry = attempt == 0 and app_id is not None
-                status = await self._call_app(
-                    app_scope, body, send, session, request_id, version, may_retry
-                )
+                background, watcher = self._background, self._watcher
+                if background is not None and watcher is not None:  # the usual case
+                    status = await self._respond(
+                        background,
+                        watcher,
+                        app_scope,
+                        body,
+                        send,
+                        session,
+                        request_id,
+                        version,
+                        may_retry,
+                    )
+                else:
+                    status = await self._respond_alone(
+                        app_scope, body, send, session, request_id, version, may_retry
+                    )
                 if status is not None:
                     if setup and 200 <= status < 300:
                         # The app session ran it itself; changes other processes
@@ -785,7 +802,7 @@ class SessionMiddleware:
         else:
             self._locals.discard(session_id, local)
 
-    async def _call_app(
+    async def _respond_alone(
         self,
         scope: Scope,
         body: bytes,
@@ -795,38 +812,14 @@ class SessionMiddleware:
         protocol_version: str,
         hold_404: bool,
     ) -> int | None:
-        """Run the app on the client's request; its status, or None if a 404 was held back.
-
-        The app never sees ``http.disconnect``: a tool keeps running when its
-        client leaves, and an SSE answer is stored event by event before it
-        is forwarded (see :class:`DurableResponse`), so the client can resume.
-        """
-        self.drain.enter()
-        try:
-            background, watcher = self._background, self._watcher
-            if background is not None and watcher is not None:
-                # The usual case: a response's own tasks (a writer for a long one)
-                # run in the middleware's task group, its clock is the watcher's.
-                return await self._respond(
-                    background,
-                    watcher,
-                    scope,
-                    body,
-                    send,
-                    session,
-                    request_id,
-                    protocol_version,
-                    hold_404,
-                )
-            async with anyio.create_task_group() as tg:  # no lifespan ran (a mounted app)
-                status = await self._respond(
-                    tg, None, scope, body, send, session, request_id, protocol_version, hold_404
-                )
-                # What is left is the response's own clock, which would sleep on.
-                tg.cancel_scope.cancel()
-            return status
-        finally:
-            self.drain.leave()
+        """:meth:`_respond` without a lifespan (a mounted app): in a task group of its own."""
+        async with anyio.create_task_group() as tg:
+            status = await self._respond(
+                tg, None, scope, body, send, session, request_id, protocol_version, hold_404
+            )
+            # What is left is the response's own clock, which would sleep on.
+            tg.cancel_scope.cancel()
+        return status
 
     async def _respond(
         self,
@@ -840,6 +833,14 @@ class SessionMiddleware:
         protocol_version: str,
         hold_404: bool,
     ) -> int | None:
+        """Run the app on the client's request; its status, or None if a 404 was held back.
+
+        The app never sees ``http.disconnect``: a tool keeps running when its
+        client leaves, and an SSE answer is stored event by event before it
+        is forwarded (see :class:`DurableResponse`), so the client can resume.
+        A response's own tasks (a writer for a long one) run in ``tg`` (the
+        middleware's task group), and its clock is ``watcher``.
+        """
         held = False
         status = 0
         durable: DurableResponse | None = None
@@ -856,6 +857,11 @@ class SessionMiddleware:
 
         async def app_send(message: Message) -> None:
             nonlocal held, durable, status
+            if durable is not None and message["type"] == "http.response.body":
+                await durable.body(message)
+                if not message.get("more_body"):
+                    response_sent.set()
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 if hold_404 and status == 404:
@@ -878,16 +884,13 @@ class SessionMiddleware:
                     with contextlib.suppress(OSError):  # the app finishes its work all the same
                         await send(message)
                 return
-            if held:
-                pass
-            elif durable is not None and message["type"] == "http.response.body":
-                await durable.body(message)
-            else:
+            if not held:
                 with contextlib.suppress(OSError):  # the app finishes its work all the same
                     await send(message)
             if message["type"] == "http.response.body" and not message.get("more_body"):
                 response_sent.set()
 
+        self.drain.enter()
         try:
             await self.app(scope, replay_body(body, app_receive_after_body), app_send)
             if durable is not None:
@@ -898,6 +901,7 @@ class SessionMiddleware:
                 if not durable.finish_at_once():
                     with anyio.CancelScope(shield=True):
                         await durable.finish()
+            self.drain.leave()
         return None if held else status
 
     async def _reply(
@@ -1155,14 +1159,37 @@ async def _disconnected() -> Message:
 def _take_start(message: Message, session_id: str) -> bool:
     """Put the durable session id in the app's response start; True if it is a 200 SSE.
 
-    One pass over the headers: the app's own session id goes, and from a 200
-    SSE response (by its first content-type), to be made durable, so does a
-    content-length, since the body sent is not the app's.
+    The app's own session id goes, and from a 200 SSE response (by its first
+    content-type), to be made durable, so does a content-length, since the body
+    sent is not the app's. Headers with lowercase names, none repeated (what
+    Starlette sends), are rewritten as a dict, in C.
     """
+    raw = message.get("headers", ())
+    if not isinstance(raw, list | tuple):
+        raw = list(raw)
+    named = dict(raw)
+    if len(named) != len(raw) or not b"".join(named).islower():
+        return _take_start_scan(message, raw, session_id)
+    named.pop(_SESSION, None)
+    content_type = named.get(b"content-type")
+    sse = (
+        message["status"] == 200
+        and content_type is not None
+        and content_type.lower().startswith(b"text/event-stream")
+    )
+    if sse:
+        named.pop(b"content-length", None)
+    named[_SESSION] = session_id.encode("latin-1")
+    message["headers"] = list(named.items())
+    return sse
+
+
+def _take_start_scan(message: Message, raw: Sequence[Any], session_id: str) -> bool:
+    """:func:`_take_start` for any headers: one pass, names in any case, repeats kept."""
     headers = []
     content_type: bytes | None = None
     has_length = False
-    for name, value in message.get("headers", ()):
+    for name, value in raw:
         lower = name.lower()
         if lower == _SESSION:
             continue

@@ -65,6 +65,7 @@ _BOM = b"\xef\xbb\xbf"
 _LF = 10
 _COLON = 58
 _NOT_A_FIELD_START = b"\r\n:" + _BOM[:1]  # a line break, a comment, maybe a BOM
+_MESSAGE_HEAD = b"event: message\r\ndata: "
 _STRIP_FROM_FIELD = {ord("\r"): None, ord("\n"): None, 0: None}
 
 
@@ -300,6 +301,18 @@ def whole_frame(chunk: bytes, limit: int = DEFAULT_MAX_EVENT_BYTES) -> list[SSEI
     like a BOM or is not UTF-8 (an :class:`SSEParser` then takes it);
     otherwise the items a parser would give for it in the middle of a stream.
     """
+    if (
+        chunk.startswith(_MESSAGE_HEAD)
+        and chunk.count(b"\r") == 3 == chunk.count(b"\n")
+        and chunk.endswith(b"\r\n\r\n")
+        and len(chunk) <= limit
+    ):
+        # The commonest frame of all, one line of data after "event: message".
+        try:
+            data = chunk[len(_MESSAGE_HEAD) : -4].decode()
+        except UnicodeDecodeError:
+            return None
+        return [SSEEvent(data, "message", None, None, chunk)]
     if (
         not chunk
         or chunk[0] in _NOT_A_FIELD_START

@@ -614,7 +614,30 @@ def test_a_whole_crlf_frame_parses_as_it_does_line_by_line(stream: bytes) -> Non
             assert shortcut == parse(bytewise(chunk))
 
 
+@PROPERTY
+@given(st.binary(max_size=40) | st.text(max_size=40).map(lambda t: t.encode("utf-8", "replace")))
+def test_an_event_message_frame_parses_as_it_does_line_by_line(payload: bytes) -> None:
+    """``event: message`` then one data line (the SDK's frame) has a shortcut of its own."""
+    chunk = b"event: message\r\ndata: " + payload + b"\r\n\r\n"
+    shortcut = whole_frame(chunk)
+    if shortcut is not None:
+        assert shortcut == parse(bytewise(chunk))
+    if b"\r" not in payload and b"\n" not in payload:
+        try:
+            payload.decode()
+        except UnicodeDecodeError:
+            assert shortcut is None  # a parser raises for it
+        else:
+            assert shortcut is not None
+
+
 def test_the_whole_frame_shortcut_is_taken_for_an_sdk_event() -> None:
+    chunk = b'event: message\r\ndata: {"a":1}\r\n\r\n'
+    assert whole_frame(chunk) == [SSEEvent('{"a":1}', "message", None, None, chunk)]
+    assert whole_frame(b"event: message\r\ndata:  two spaces\r\n\r\n") == [
+        SSEEvent(" two spaces", "message", raw=b"event: message\r\ndata:  two spaces\r\n\r\n")
+    ]
+    assert whole_frame(b"event: message\r\ndata: x\r\n\r\n", limit=10) is None
     chunk = b'event: message\r\nid: 7\r\ndata: {"a":1}\r\n\r\n'
     assert whole_frame(chunk) == [SSEEvent('{"a":1}', "message", "7", None, chunk)]
     assert whole_frame(b": ping\r\n\r\n") is None
