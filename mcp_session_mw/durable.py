@@ -118,6 +118,8 @@ class DurableResponse:
     _last_batch_end = -math.inf  # when the writer last sent a batch
     _parser: SSEParser | None = None  # made for the first chunk that is not one whole frame
     _mid_stream = False  # a chunk of the app's body was read (a BOM is only at its start)
+    _sending = False  # a send to the client is under way (see _to_client)
+    _sent: anyio.Event | None = None  # set when it ends, for a send waiting its turn
 
     def __init__(
         self,
@@ -142,8 +144,6 @@ class DurableResponse:
         self._tg = task_group
         self._watcher = watcher
         self._unrecorded = [] if unrecorded is None else unrecorded
-        # No checkpoint when uncontended, so the start is not delayed (see start()).
-        self._send_lock = _SendLock()
         self._started = started = time.monotonic()
         self._renew_at = started + options.lease_seconds / 3
         self._cut_at = (
@@ -590,22 +590,36 @@ class DurableResponse:
         await self.close_connection()
 
     async def _to_client(self, message: Message) -> None:
-        """Send a body message, after the held response start; the last one ends the response."""
-        async with self._send_lock:
+        """Send a body message, after the held response start; the last one ends the response.
+
+        One send at a time: the app's task sends, and so may a writer or a
+        duty of the watcher. A send waits only while another is under way (an
+        ``anyio.Lock`` would check for cancellation on every acquire).
+        """
+        while self._sending:
+            if self._sent is None:
+                self._sent = anyio.Event()
+            await self._sent.wait()
+        self._sending = True
+        try:
             if not self._client_open:
                 return
             if not message.get("more_body", False):
                 self._client_open = False
-            try:
-                if self._head is not None:
-                    head, self._head = self._head, None
-                    await self._send(head)
-                    if self._priming:
-                        message = {**message, "body": self._priming + message["body"]}
-                        self._priming = b""
-                await self._send(message)
-            except OSError:  # the client left; the app's output still goes to the store
-                self._client_open = False
+            if self._head is not None:
+                head, self._head = self._head, None
+                await self._send(head)
+                if self._priming:
+                    message = {**message, "body": self._priming + message["body"]}
+                    self._priming = b""
+            await self._send(message)
+        except OSError:  # the client left; the app's output still goes to the store
+            self._client_open = False
+        finally:
+            self._sending = False
+            sent, self._sent = self._sent, None
+            if sent is not None:
+                sent.set()
 
     async def _renew_lease(self) -> None:
         if not self._opened or self._stream_done:
@@ -619,32 +633,6 @@ class DurableResponse:
 
     def _is_final(self, data: str) -> bool:
         return is_response_to(data, self.request_id)
-
-
-class _SendLock:
-    """Turns for the client's ``send``, free when nobody else is sending.
-
-    The app's task sends, and so may a writer or a duty of the watcher; an
-    ``anyio.Lock`` would check for cancellation on every acquire (four times a
-    response), this only waits when the send is busy.
-    """
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._free: anyio.Event | None = None
-
-    async def __aenter__(self) -> None:
-        while self._busy:
-            if self._free is None:
-                self._free = anyio.Event()
-            await self._free.wait()
-        self._busy = True
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        self._busy = False
-        free, self._free = self._free, None
-        if free is not None:
-            free.set()
 
 
 def _body(chunk: bytes) -> Message:

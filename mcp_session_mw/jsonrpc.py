@@ -73,6 +73,8 @@ def request_id_of(message: Any) -> RequestId:
     """The id of a single JSON-RPC request, when it is one we may echo back."""
     if isinstance(message, dict):
         value = message.get("id")
+        if type(value) is int:  # the usual id (a bool's type is bool)
+            return value
         if isinstance(value, str) and len(value) <= 256:
             return value
         if isinstance(value, int) and not isinstance(value, bool):

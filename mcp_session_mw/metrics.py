@@ -165,6 +165,27 @@ class _StoreSeconds:
         yield family
 
 
+class _PlainCounter:
+    """A counter kept in a plain list and read when scraped, for one added to per request.
+
+    prometheus-client's ``Counter`` takes a lock on every ``inc``. Like
+    :class:`_StoreSeconds`, this is only added to on the event loop's thread.
+    """
+
+    def __init__(self, name: str, documentation: str) -> None:
+        self._name = f"{NAMESPACE}_{name}"
+        self._documentation = documentation
+        self._value = [0.0]
+
+    def inc(self, amount: float = 1) -> None:
+        self._value[0] += amount
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        yield CounterMetricFamily(self._name, self._documentation, value=self._value[0])
+
+
 if _prometheus is not None:
     SESSIONS_CREATED: Any = _prometheus.Counter(
         "sessions_created", "Sessions created (initialize answered).", namespace=NAMESPACE
@@ -187,9 +208,8 @@ if _prometheus is not None:
         "when metrics_app() is scraped.",
         namespace=NAMESPACE,
     )
-    EVENTS_STORED: Any = _prometheus.Counter(
-        "events_stored", "SSE events written to the store.", namespace=NAMESPACE
-    )
+    EVENTS_STORED: Any = _PlainCounter("events_stored", "SSE events written to the store.")
+    _prometheus.REGISTRY.register(EVENTS_STORED)
     EVENTS_REPLAYED: Any = _prometheus.Counter(
         "events_replayed",
         "Stored SSE events sent to clients resuming a stream.",

@@ -309,10 +309,10 @@ def whole_frame(chunk: bytes, limit: int = DEFAULT_MAX_EVENT_BYTES) -> list[SSEI
     ):
         # The commonest frame of all, one line of data after "event: message".
         try:
-            data = chunk[len(_MESSAGE_HEAD) : -4].decode()
+            text = chunk[len(_MESSAGE_HEAD) : -4].decode()
         except UnicodeDecodeError:
             return None
-        return [SSEEvent(data, "message", None, None, chunk)]
+        return [SSEEvent(text, "message", None, None, chunk)]
     if (
         not chunk
         or chunk[0] in _NOT_A_FIELD_START

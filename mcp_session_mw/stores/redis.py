@@ -58,7 +58,7 @@ from ..errors import (
 )
 from ..records import Page, SessionRecord, StoredEvent, StreamState
 from .base import Store, stored_batch
-from .redis_wire import WireLane
+from .redis_wire import WireLane, script_head
 
 DEFAULT_PREFIX = "mcp:"
 UNAVAILABLE_MESSAGE = "Redis is unreachable"
@@ -496,9 +496,12 @@ class _Script:
     def __init__(self, body: str, *, helpers: bool = True) -> None:
         self.source = (_LUA_HELPERS + body) if helpers else body
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self._head = script_head(self.sha)
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
+            if type(client) is WireLane:
+                return await client.evalsha(self._head, (len(keys), *keys, *args))
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except Exception as exc:
             from redis.exceptions import NoScriptError

@@ -65,23 +65,29 @@ class WireLane:
 
     async def execute_command(self, *args: Any) -> Any:
         """Run one command; its reply as redis-py gives it with ``decode_responses=False``."""
-        from redis.exceptions import ConnectionError as RedisConnectionError
-        from redis.exceptions import ResponseError
+        return await self.send_command(encode_command(args))
 
+    async def evalsha(self, head: bytes, args: tuple[Any, ...]) -> Any:
+        """``EVALSHA``: ``head`` from :func:`script_head`, then numkeys, keys and arguments."""
+        return await self.send_command(evalsha_command(head, args))
+
+    async def send_command(self, command: bytes) -> Any:
+        """Send one RESP-encoded command and read its reply."""
         connection = self._take()
         if connection is None:
             connection = await self._connect()
         try:
-            reply = await connection.call(args)
-        except ResponseError:
-            self._give_back(connection)  # the server refused the command; the wire is fine
-            raise
-        except (OSError, EOFError, asyncio.IncompleteReadError) as exc:
+            reply = await connection.call(command)
+        except BaseException as exc:
+            error = _failure(exc)
+            if error is None:
+                self._give_back(connection)  # the server refused the command; the wire is fine
+                raise
+            # Lost, or cancelled mid-command (its reply would be read by the next).
             connection.close()
-            raise RedisConnectionError(f"Redis connection lost: {exc}") from exc
-        except BaseException:  # cancelled mid-command: the reply would be read by the next
-            connection.close()
-            raise
+            if error is exc:
+                raise
+            raise error from exc
         self._give_back(connection)
         return reply
 
@@ -128,9 +134,9 @@ class WireLane:
                     if self._username is None
                     else (self._username, self._password)
                 )
-                await connection.call(("AUTH", *credentials))
+                await connection.call(encode_command(("AUTH", *credentials)))
             if self.db:
-                await connection.call(("SELECT", self.db))
+                await connection.call(encode_command(("SELECT", self.db)))
         except BaseException:
             connection.close()
             raise
@@ -149,8 +155,8 @@ class _Connection:
         """Still open as far as this process can tell (the server did not close it)."""
         return loop is self._loop and not self._reader.at_eof() and not self._writer.is_closing()
 
-    async def call(self, args: tuple[Any, ...]) -> Any:
-        self._writer.write(encode_command(args))
+    async def call(self, command: bytes) -> Any:
+        self._writer.write(command)
         return await self._reply()
 
     async def _reply(self) -> Any:
@@ -180,11 +186,39 @@ class _Connection:
 
 def encode_command(args: tuple[Any, ...]) -> bytes:
     """A command as RESP2: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+    return b"*%d\r\n%s" % (len(args), encode_args(args))
+
+
+def encode_args(args: tuple[Any, ...]) -> bytes:
+    """Bulk strings, one per argument, as they follow a RESP2 array's header."""
+    out: list[bytes] = []
     for arg in args:
         data = arg if isinstance(arg, bytes) else str(arg).encode()
         out += (b"$%d\r\n" % len(data), data, _CRLF)
     return b"".join(out)
+
+
+def script_head(sha: str) -> bytes:
+    """``EVALSHA`` and a script's digest, encoded: what :meth:`WireLane.evalsha` starts with."""
+    return encode_args(("EVALSHA", sha))
+
+
+def evalsha_command(head: bytes, args: tuple[Any, ...]) -> bytes:
+    """What ``encode_command(("EVALSHA", sha, *args))`` writes, the first two encoded once."""
+    return b"*%d\r\n%s%s" % (len(args) + 2, head, encode_args(args))
+
+
+def _failure(exc: BaseException) -> BaseException | None:
+    """What a failed command raises: None for a refusal (the connection is fine), else
+    a redis-py ``ConnectionError`` for a lost connection, or ``exc`` itself."""
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    if isinstance(exc, ResponseError):
+        return None
+    if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
+        return RedisConnectionError(f"Redis connection lost: {exc}")
+    return exc
 
 
 def response_error(message: str) -> Exception:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mcp_session_mw import StreamState
 from mcp_session_mw.stores.redis import _request_id_json
-from mcp_session_mw.stores.redis_wire import encode_command
+from mcp_session_mw.stores.redis_wire import encode_command, evalsha_command, script_head
 
 
 def resp_array(args: list[Any]) -> bytes:
@@ -42,6 +42,16 @@ def test_a_command() -> None:
 )
 def test_any_arguments_are_framed_as_resp2_arrays(args: list[Any]) -> None:
     assert encode_command(tuple(args)) == resp_array(args)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=40),
+    st.lists(st.text(st.characters(exclude_categories=["Cs"]), max_size=20) | st.integers()),
+)
+def test_a_script_call_is_the_evalsha_command_written_out(sha: str, args: list[Any]) -> None:
+    expected = resp_array(["EVALSHA", sha, *args])
+    assert evalsha_command(script_head(sha), tuple(args)) == expected
 
 
 @settings(max_examples=300, deadline=None)
