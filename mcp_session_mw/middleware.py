@@ -18,7 +18,6 @@ Divergences from the MCP SDK's own session handling, on purpose:
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
@@ -32,6 +31,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
+from .app_call import AppCall
 from .asgi import (
     BodyTooLarge,
     CapturedResponse,
@@ -847,69 +847,34 @@ class SessionMiddleware:
         A response's own tasks (a writer for a long one) run in ``tg`` (the
         middleware's task group), and its clock is ``watcher``.
         """
-        held = False
-        status = 0
-        durable: DurableResponse | None = None
-        response_sent = anyio.Event()
-
-        async def app_receive_after_body() -> Message:
-            # What a server tells an app once its response is complete. Until
-            # then the app hears nothing: a client that leaves does not stop it.
-            # (Never returning would leave an SSE app to cancel its listener,
-            # a task and a traceback per response.)
-            await response_sent.wait()
-            return {"type": "http.disconnect"}
-
-        async def app_send(message: Message) -> None:
-            nonlocal held, durable, status
-            if durable is not None and message["type"] == "http.response.body":
-                await durable.body(message)
-                if not message.get("more_body"):
-                    response_sent.set()
-                return
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if hold_404 and status == 404:
-                    held = True
-                elif _take_start(message, session.id):
-                    durable = DurableResponse(
-                        store=self.store,
-                        session_id=session.id,
-                        request_id=request_id,
-                        protocol_version=protocol_version,
-                        options=self.streams,
-                        send=send,
-                        task_group=tg,
-                        watcher=watcher,
-                        unrecorded=None if local is None else local.unrecorded_streams,
-                    )
-                    await durable.start(message)
-                    session._track(durable)
-                else:
-                    with contextlib.suppress(OSError):  # the app finishes its work all the same
-                        await send(message)
-                return
-            if not held:
-                with contextlib.suppress(OSError):  # the app finishes its work all the same
-                    await send(message)
-            if message["type"] == "http.response.body" and not message.get("more_body"):
-                response_sent.set()
-
-        relay = _Relay(replay_body(body, app_receive_after_body), app_send)
+        call = AppCall(
+            body=body,
+            send=send,
+            store=self.store,
+            session=session,
+            request_id=request_id,
+            protocol_version=protocol_version,
+            options=self.streams,
+            task_group=tg,
+            watcher=watcher,
+            unrecorded=None if local is None else local.unrecorded_streams,
+            hold_404=hold_404,
+        )
         self.drain.enter()
         try:
-            await self.app(scope, relay.receive, relay.send)
-            if durable is not None:
-                await self._drain(scope, durable)
+            await self.app(scope, call.receive, call.send)
+            if call.durable is not None:
+                await self._drain(scope, call.durable)
         finally:
-            relay.cut()
+            call.cut()
+            durable = call.durable
             if durable is not None:
                 session._untrack(durable)
                 if not durable.finish_at_once():
                     with anyio.CancelScope(shield=True):
                         await durable.finish()
             self.drain.leave()
-        return None if held else status
+        return None if call.held else call.status
 
     async def _reply(
         self,
@@ -1103,37 +1068,6 @@ class SessionMiddleware:
         return Session(session_id, self.store, record)
 
 
-class _Relay:
-    """The ``receive`` and ``send`` the app gets for a request, cut off when it returns.
-
-    The app's frames often end up in reference cycles (a cancelled task's
-    traceback holds them), which only the garbage collector frees. What the
-    app holds of ours is then this small object alone, not the whole
-    response (closures, its DurableResponse, events), so each request leaves
-    the collector a few objects more, not dozens.
-    """
-
-    __slots__ = ("_receive", "_send")
-
-    def __init__(self, receive: Receive, send: Send) -> None:
-        self._receive: Receive | None = receive
-        self._send: Send | None = send
-
-    async def receive(self) -> Message:
-        receive = self._receive
-        if receive is None:  # the request is over
-            return {"type": "http.disconnect"}
-        return await receive()
-
-    async def send(self, message: Message) -> None:
-        send = self._send
-        if send is not None:  # a send after the request is over has nowhere to go
-            await send(message)
-
-    def cut(self) -> None:
-        self._receive = self._send = None
-
-
 def _not_json(literal: str) -> Any:
     """NaN and Infinity are not JSON (RFC 8259); a store's JSON column would refuse them."""
     raise ValueError(f"{literal} is not JSON")
@@ -1192,61 +1126,6 @@ def _initialize_succeeded(answer: CapturedResponse) -> bool:
 
 async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
-
-
-def _take_start(message: Message, session_id: str) -> bool:
-    """Put the durable session id in the app's response start; True if it is a 200 SSE.
-
-    The app's own session id goes, and from a 200 SSE response (by its first
-    content-type), to be made durable, so does a content-length, since the body
-    sent is not the app's. Headers with lowercase names, none repeated (what
-    Starlette sends), are rewritten as a dict, in C.
-    """
-    raw = message.get("headers", ())
-    if not isinstance(raw, list | tuple):
-        raw = list(raw)
-    named = dict(raw)
-    if len(named) != len(raw) or not b"".join(named).islower():
-        return _take_start_scan(message, raw, session_id)
-    named.pop(_SESSION, None)
-    content_type = named.get(b"content-type")
-    sse = (
-        message["status"] == 200
-        and content_type is not None
-        and content_type.lower().startswith(b"text/event-stream")
-    )
-    if sse:
-        named.pop(b"content-length", None)
-    named[_SESSION] = session_id.encode("latin-1")
-    message["headers"] = list(named.items())
-    return sse
-
-
-def _take_start_scan(message: Message, raw: Sequence[Any], session_id: str) -> bool:
-    """:func:`_take_start` for any headers: one pass, names in any case, repeats kept."""
-    headers = []
-    content_type: bytes | None = None
-    has_length = False
-    for name, value in raw:
-        lower = name.lower()
-        if lower == _SESSION:
-            continue
-        if lower == b"content-type":
-            if content_type is None:
-                content_type = value.lower()
-        elif lower == b"content-length":
-            has_length = True
-        headers.append((name, value))
-    sse = (
-        message["status"] == 200
-        and content_type is not None
-        and content_type.startswith(b"text/event-stream")
-    )
-    if sse and has_length:
-        headers = [header for header in headers if header[0].lower() != b"content-length"]
-    headers.append((_SESSION, session_id.encode("latin-1")))
-    message["headers"] = headers
-    return sse
 
 
 def _rewrite_session_header(message: Message, session_id: str | None) -> None:
