@@ -142,7 +142,7 @@ class AppCall:
                 watcher=self._watcher,
                 unrecorded=self._unrecorded,
             )
-            await durable.start(message)
+            durable.start(message)
             session._track(durable)
         else:
             with contextlib.suppress(OSError):  # the app finishes its work all the same

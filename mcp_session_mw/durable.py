@@ -152,7 +152,7 @@ class DurableResponse:
 
     # -- the app's side ----------------------------------------------------------
 
-    async def start(self, message: Message) -> None:
+    def start(self, message: Message) -> None:
         """Take the response start (without a content-length); it goes out with the first body.
 
         The start and our priming event are held until the first events are
@@ -432,14 +432,22 @@ class DurableResponse:
             self._open_busy.set()
 
     async def _opened_now(self) -> None:
+        """The stream is in the store: note it for ``max_streams_per_session``."""
         self._opened = True
+        cap = self.options.max_streams_per_session
+        if cap is None:
+            return
+        pending = self._unrecorded
+        pending.append(self.stream_id)
+        if len(pending) < max(1, cap // RECORD_EVERY):
+            return
         try:
-            await self._cap_streams()
+            await self._cap_streams(cap)
         except StoreError:
             log_failure(logger, "could not record a durable stream in its session")
 
-    async def _cap_streams(self) -> None:
-        """Keep at most ``max_streams_per_session`` request streams; drop the oldest.
+    async def _cap_streams(self, cap: int) -> None:
+        """Keep at most ``cap`` (``max_streams_per_session``) request streams; drop the oldest.
 
         The session's list of streams is a read-modify-write of its record (two
         store round trips), so new streams are collected per process
@@ -448,13 +456,7 @@ class DurableResponse:
         streams than the cap in between, and, if the process stops first, they
         stay until the session ends.
         """
-        cap = self.options.max_streams_per_session
-        if cap is None:
-            return
         pending = self._unrecorded
-        pending.append(self.stream_id)
-        if len(pending) < max(1, cap // RECORD_EVERY):
-            return
         new = pending[:]
         pending.clear()
         dropped: list[str] = []

@@ -609,7 +609,8 @@ class SessionMiddleware:
             return None
         set_fingerprint(fingerprint_of(self.store.key(session_id)))
         try:
-            await self.open_store()
+            if not self._store_open:
+                await self.open_store()
             record = await self.store.load(session_id)
         except StoreError:
             log_failure(logger, "session store unavailable")
