@@ -75,8 +75,8 @@ class SessionRecord:
         ttl: float,
         version: int,
     ) -> SessionRecord:
-        """Rebuild a record from what :meth:`payload` wrote and the indexed columns."""
-        doc = json.loads(payload)
+        """Rebuild a record from what :meth:`payload` wrote (UTF-8 JSON) and the indexed columns."""
+        doc = json.loads(payload if isinstance(payload, str) else payload.decode())
         if not isinstance(doc, dict):
             raise ValueError("session payload is not a JSON object")
         return cls(
