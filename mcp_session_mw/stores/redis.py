@@ -285,12 +285,14 @@ return 1
 # takes over) the stream if asked, appends every event as one XADD each, marks the
 # stream done if asked: one script, so atomic, and the seqs of a batch are
 # consecutive. Returns the last seq (the batch holds the seqs up to it), -1 (no
-# session) or -2 (no stream).
+# session) or -2 (no stream). A stream opened by this call (most often a whole
+# response) wakes nobody: no reader can be waiting on a stream that did not exist.
 _WRITE = """
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
+local new_stream = not cur[2]
 local px = false
 if ARGV[4] == '1' then
   cur[1] = cur[1] or '1'
@@ -341,16 +343,19 @@ if ARGV[10] ~= '' then
     local m = tonumber(max)
     if n - f + 1 > m then f = n - m + 1 end
   end
-  redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
+  if ARGV[8] == '1' then
+    redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f), 'z', '1')
+  else
+    redis.call('HSET', st, 'n', string.format('%d', n), 'f', string.format('%d', f))
+  end
   if fresh then
     px = px or stream_px(KEYS[1], now)
     redis.call('PEXPIRE', ev, px)
   end
-end
-if ARGV[8] == '1' then
+elseif ARGV[8] == '1' then
   redis.call('HSET', st, 'z', '1')
 end
-if ARGV[4] == '1' or ARGV[8] == '1' then
+if (ARGV[4] == '1' or ARGV[8] == '1') and not (ARGV[4] == '1' and new_stream) then
   wake(KEYS[1], px or stream_px(KEYS[1], now))
 end
 return n
