@@ -205,16 +205,6 @@ end
 """
 _RECORD_HMGET = "redis.call('HMGET', KEYS[1], 'x', 'c', 'a', 't', 'v', 'p', 'u')"
 
-# ARGV: now. The live record, packed, or nil.
-_GET = (
-    _PACK
-    + f"""
-local v = {_RECORD_HMGET}
-if not v[1] or tonumber(v[1]) <= tonumber(ARGV[1]) then return false end
-return pack(v)
-"""
-)
-
 # ARGV: now[, ttl] (without ttl, the session's own). Returns the new expires_at.
 _TOUCH = """
 return slide(KEYS, ARGV[1], ARGV[2])
@@ -520,7 +510,6 @@ class _Script:
 _INSERT_SCRIPT = _Script(_INSERT)
 _PUT_SCRIPT = _Script(_PUT)
 _CAS_SCRIPT = _Script(_CAS, helpers=False)
-_GET_SCRIPT = _Script(_GET, helpers=False)
 _TOUCH_SCRIPT = _Script(_TOUCH)
 _LOAD_TOUCH_SCRIPT = _Script(_LOAD_TOUCH)
 _DELETE_SCRIPT = _Script(_DELETE)
@@ -871,7 +860,7 @@ class RedisStore(Store):
 
     @staticmethod
     def _unpack(key: str, packed: Any) -> SessionRecord:
-        """A record from the NUL-joined string the _GET and _LOAD_TOUCH scripts return."""
+        """A record from the NUL-joined string the _LOAD_TOUCH script returns."""
         parts = packed.split(b"\0" if isinstance(packed, bytes) else "\0", 6)
         return SessionRecord.from_payload(
             key=key,
@@ -885,9 +874,11 @@ class RedisStore(Store):
         )
 
     async def _get(self, key: str, now: float) -> SessionRecord | None:
+        # One HMGET, not a script: a read needs no atomicity beyond one command,
+        # and a script call costs the server several times the read itself.
         with self._guard:
-            packed = await _GET_SCRIPT(self._hot, (self._base(key),), (_num(now),))
-        return None if packed is None else self._unpack(key, packed)
+            values = await self._hot.execute_command("HMGET", self._base(key), *_RECORD_FIELDS)
+        return self._parse_record(key, values, now)
 
     async def load(
         self, session_id: str, *, touch: bool = False, ttl: float | None = None
