@@ -20,10 +20,15 @@ class ClientDisconnected(Exception):
 
 async def read_body(receive: Receive, limit: int) -> bytes:
     """Read the whole request body, refusing more than ``limit`` bytes."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # all of it in one message: the usual
+        if len(body) > limit:
+            raise BodyTooLarge
+        return body
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnected
         chunk = message.get("body", b"")
@@ -33,6 +38,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
+        message = await receive()
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

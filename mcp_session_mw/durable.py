@@ -463,7 +463,12 @@ class DurableResponse:
 
         def remember(meta: dict[str, object]) -> dict[str, object]:
             known = meta.get("streams")
-            streams = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+            if not isinstance(known, list):
+                streams = []
+            elif set(map(type, known)) <= {str}:  # as recorded: no need to sift
+                streams = known[:]
+            else:
+                streams = [s for s in known if isinstance(s, str)]
             streams.extend(new)
             dropped[:] = streams[:-cap] if len(streams) > cap else []
             return {**meta, "streams": streams[-cap:]}

@@ -529,6 +529,6 @@ async def _apply(change: StateChange, current: dict[str, JSONValue]) -> dict[str
     if isinstance(change, Mapping):
         return check_state(merge_state(current, change))
     result: Any = change(dict(current))
-    if inspect.isawaitable(result):
+    if not isinstance(result, dict) and inspect.isawaitable(result):
         result = await result
     return check_state(result)
