@@ -149,12 +149,17 @@ class AppCall:
                 await send(message)
 
     def cut(self) -> None:
-        """The app returned: drop the request's body, the client and the session."""
+        """The app returned: drop the request's body, the client, the session and the response.
+
+        Read :attr:`durable` first: it is None from here on.
+        """
         self._body = None
         self._client_send = self._session = self._task_group = self._unrecorded = None
+        self.durable = None
         self._complete = True
-        if self._waiting is not None:
-            self._waiting.set()
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.set()
 
 
 def take_start(message: Message, session_id: str) -> bool:

@@ -867,8 +867,8 @@ class SessionMiddleware:
             if call.durable is not None:
                 await self._drain(scope, call.durable)
         finally:
-            call.cut()
             durable = call.durable
+            call.cut()
             if durable is not None:
                 session._untrack(durable)
                 if not durable.finish_at_once():

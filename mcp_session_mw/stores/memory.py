@@ -63,10 +63,6 @@ class MemoryStore(Store):
     async def _get(self, key: str, now: float) -> SessionRecord | None:
         return self._live(key, now)
 
-    async def load(self, session_id: str) -> SessionRecord | None:
-        """The session, or None when it is unknown or expired (one step: nothing to await)."""
-        return self._live(self.key(session_id), self.now())
-
     async def _put(self, record: SessionRecord) -> None:
         self._remember(record)
 
