@@ -18,7 +18,6 @@ Divergences from the MCP SDK's own session handling, on purpose:
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -620,9 +619,7 @@ class SessionMiddleware:
             await self._not_found(send, request_id)
             return None
         if self.principal is not None:
-            caller = self.principal(scope)
-            if caller is not None and type(caller) is not str and inspect.isawaitable(caller):
-                caller = await caller  # an async principal function
+            caller = await resolve_principal(self.principal, scope)
             if caller is None and record.principal is not None:
                 await self._let_app_authenticate(scope, send)
                 return None

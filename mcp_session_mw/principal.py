@@ -46,7 +46,7 @@ async def resolve_principal(principal: PrincipalFn | None, scope: Scope) -> str 
     if principal is None:
         return None
     result = principal(scope)
-    if inspect.isawaitable(result):
+    if result is not None and type(result) is not str and inspect.isawaitable(result):
         result = await result
     return result
 

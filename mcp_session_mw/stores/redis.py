@@ -890,9 +890,9 @@ class RedisStore(Store):
         touched record is returned: the fast path for a request that loads and
         touches its session. (Redis-only for now; other stores: load, then touch.)
         """
-        key = self.key(session_id)
         if not touch:
-            return await self._get(key, self.now())
+            return await super().load(session_id)
+        key = self.key(session_id)
         args = (_num(self.now()),) if ttl is None else (_num(self.now()), _num(ttl))
         with self._guard:
             packed = await _LOAD_TOUCH_SCRIPT(self._hot, self._session_keys(key), args)
@@ -1171,20 +1171,14 @@ class RedisStore(Store):
                 _num(open_as.lease_expires),
                 "1" if finish else "0",
             ]
-        if len(items) == 1:  # most writes: a response's one event
-            data, event = items[0]
-            blob = data.encode()
-            name = b"" if event is None else event.encode()
-            args += [blob, str(len(blob)), name, "-1" if event is None else str(len(name))]
-        else:
-            encoded = [data.encode() for data, _ in items]
-            names = [None if event is None else event.encode() for _, event in items]
-            args += [
-                b"".join(encoded),
-                " ".join(map(str, map(len, encoded))),
-                b"".join([name for name in names if name is not None]),
-                " ".join(["-1" if name is None else str(len(name)) for name in names]),
-            ]
+        encoded = [data.encode() for data, _ in items]
+        names = [None if event is None else event.encode() for _, event in items]
+        args += [
+            b"".join(encoded),
+            " ".join(map(str, map(len, encoded))),
+            b"".join([name for name in names if name is not None]),
+            " ".join(["-1" if name is None else str(len(name)) for name in names]),
+        ]
         with self._guard:
             last = int(await _WRITE_SCRIPT(self._hot, [self._base(key)], args))
         if last == -1:
