@@ -117,8 +117,6 @@ def priming_event(stream_id: str, seq: int, retry_ms: int | None) -> bytes:
     What ``encode_event("", id=format_event_id(stream_id, seq), retry=retry_ms)``
     writes, built directly when the stream id needs no cleaning (ours never do).
     """
-    if type(retry_ms) is int and retry_ms >= 0 and stream_id.isprintable():  # the usual
-        return f"id: {format_event_id(stream_id, seq)}\nretry: {retry_ms:d}\ndata:\n\n".encode()
     if not stream_id.isprintable() or (
         retry_ms is not None
         and (isinstance(retry_ms, bool) or not isinstance(retry_ms, int) or retry_ms < 0)
