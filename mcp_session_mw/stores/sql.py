@@ -94,6 +94,7 @@ try:
     from sqlalchemy import exc as sa_exc
     from sqlalchemy.dialects import mysql as sa_mysql
     from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.util import await_only
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
     _IMPORT_ERROR = _exc
 
@@ -435,18 +436,45 @@ def _check_options(table_prefix: str, poll_interval: float) -> None:
         raise ConfigurationError(BAD_POLL_INTERVAL)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers and one writer work at once across processes.
+def _sqlite_on_connect(busy_timeout: float) -> Callable[[Any, Any], None]:
+    """The connect hook: WAL lets readers and one writer work at once across processes.
 
     ``synchronous=NORMAL`` is safe with WAL: a crash of the process loses
     nothing, a power cut may lose the last commits but never corrupts the file.
     """
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            _enter_wal(cursor, busy_timeout)
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def _enter_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch the file to WAL, waiting out connections that race to do the same.
+
+    The switch upgrades a read lock to an exclusive one. When several
+    connections to a fresh file try it at once, SQLite refuses all but one at
+    once ("database is locked") without calling the busy handler, since
+    waiting could deadlock. The mode is kept in the file, so a retry after the
+    winner commits finds it done. This hook runs in SQLAlchemy's greenlet on
+    the event loop, so it waits with ``await_only`` rather than blocking it.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+        await_only(asyncio.sleep(pause * (0.5 + random.random())))
+        pause = min(pause * 2, 0.2)
 
 
 def _drop_closed_asyncpg(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -822,7 +850,7 @@ SELECT (SELECT last_seq FROM opened),
         except (TypeError, sa_exc.ArgumentError) as exc:
             raise ConfigurationError(f"cannot build a {backend} engine: {exc}") from exc
         if backend == "sqlite":
-            sa_event.listen(new_engine.sync_engine, "connect", _sqlite_on_connect)
+            sa_event.listen(new_engine.sync_engine, "connect", _sqlite_on_connect(busy_timeout))
         elif new_engine.dialect.driver == "asyncpg":
             sa_event.listen(new_engine.sync_engine, "checkout", _drop_closed_asyncpg)
         return cls(
