@@ -449,38 +449,23 @@ class DurableResponse:
     async def _cap_streams(self, cap: int) -> None:
         """Keep at most ``cap`` (``max_streams_per_session``) request streams; drop the oldest.
 
-        The session's list of streams is a read-modify-write of its record (two
-        store round trips), so new streams are collected per process
-        (``unrecorded``, kept by the middleware per session) and recorded
-        ``cap // RECORD_EVERY`` at a time: a session may hold that many more
-        streams than the cap in between, and, if the process stops first, they
-        stay until the session ends.
+        New streams are collected per process (``unrecorded``, kept by the
+        middleware per session) and noted with :meth:`Store.record_streams`
+        ``cap // RECORD_EVERY`` at a time, which drops the oldest beyond the
+        cap in the same write: a session may hold that many more streams than
+        the cap in between, and, if the process stops first, they stay until
+        the session ends.
         """
         pending = self._unrecorded
-        new = pending[:]
+        new = [stream_id for stream_id in pending if stream_id != STANDALONE_STREAM]
         pending.clear()
-        dropped: list[str] = []
-
-        def remember(meta: dict[str, object]) -> dict[str, object]:
-            known = meta.get("streams")
-            if not isinstance(known, list):
-                streams = []
-            elif set(map(type, known)) <= {str}:  # as recorded: no need to sift
-                streams = known[:]
-            else:
-                streams = [s for s in known if isinstance(s, str)]
-            streams.extend(new)
-            dropped[:] = streams[:-cap] if len(streams) > cap else []
-            return {**meta, "streams": streams[-cap:]}
-
+        if not new:
+            return
         try:
-            await self.store.update_meta(self.session_id, remember)
+            await self.store.record_streams(self.session_id, new, keep=cap)
         except StoreError:
             pending[:0] = new  # the next stream tries again
             raise
-        await self.store.delete_streams(
-            self.session_id, [stream_id for stream_id in dropped if stream_id != STANDALONE_STREAM]
-        )
 
     async def _write(self, queue: MemoryObjectReceiveStream[_Item]) -> None:
         """Store each burst of queued events in one call, then forward it."""

@@ -96,6 +96,7 @@ STORE_OPERATIONS = (
     "write_stream",
     "delete_stream",
     "delete_streams",
+    "record_streams",
     "read_events",
 )
 """The store methods timed. ``wait_events`` is not: it blocks until an event

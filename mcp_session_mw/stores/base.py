@@ -47,12 +47,16 @@ StateChange = (
 DEFAULT_UPDATE_RETRIES = 200
 DEFAULT_PAGE_SIZE = 100
 DEFAULT_POLL_INTERVAL = 0.05
+RECORDED_STREAMS = "streams"
+"""The ``meta`` key of the default :meth:`Store.record_streams` (backends may keep it elsewhere)."""
 KEY_CACHE_SIZE = 256
 """Session ids whose keys a store keeps computed: enough for the requests in flight
 (a request asks for its key a few times), cleared when full so idle sessions cost nothing."""
 BAD_MAX_EVENTS = "max_events must be a positive integer or None"
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+_STREAM_ID_RE = re.compile(r"[^\s]+")
+"""What :meth:`Store.record_streams` accepts: one or more characters, none of them space."""
 
 # Messages tests assert on.
 MSG_BAD_LOCK_NAME = "a lock name is 1 to 64 characters of A-Z a-z 0-9 _ . : -"
@@ -368,6 +372,26 @@ class Store(abc.ABC):
             return 0
         return await self._delete_streams(self.key(session_id), list(dict.fromkeys(stream_ids)))
 
+    async def record_streams(
+        self, session_id: str, stream_ids: Sequence[str], *, keep: int
+    ) -> list[str]:
+        """Note request streams just opened, oldest first; keep the newest ``keep`` noted.
+
+        Streams noted earlier beyond the newest ``keep`` are removed with their
+        events, in the same write; returns their ids, oldest first. Noting a
+        stream again does not move it. Only noted streams are ever removed, so
+        the standalone GET stream and the relay's streams are safe unless they
+        are passed here. This is how ``max_streams_per_session`` bounds what a
+        session keeps. Raises SessionNotFoundError if the session is gone.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ValueError("keep must be a positive int")
+        for stream_id in stream_ids:
+            if not isinstance(stream_id, str) or not _STREAM_ID_RE.fullmatch(stream_id):
+                raise ValueError(f"not a stream id: {stream_id!r}")
+        noted = list(dict.fromkeys(stream_ids))
+        return await self._record_streams(self.key(session_id), noted, keep)
+
     async def read_events(
         self, session_id: str, stream_id: str, after_seq: int = 0, limit: int = 1000
     ) -> list[StoredEvent]:
@@ -494,6 +518,30 @@ class Store(abc.ABC):
     async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
         """Default: one delete per stream. Backends override it with one round trip."""
         return sum([await self._delete_stream(key, stream_id) for stream_id in stream_ids])
+
+    async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        """Default: the list in the session's ``meta`` (compare-and-swap), then one delete.
+
+        Backends override it with one atomic write that keeps the list out of
+        the session record, so loading a session does not carry it.
+        """
+        for attempt in range(DEFAULT_UPDATE_RETRIES):
+            current = await self._get(key, self.now())
+            if current is None:
+                raise SessionNotFoundError("session not found")
+            known = current.meta.get(RECORDED_STREAMS)
+            noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+            seen = set(noted)
+            noted += [stream_id for stream_id in stream_ids if stream_id not in seen]
+            dropped = noted[:-keep] if len(noted) > keep else []
+            meta = {**current.meta, RECORDED_STREAMS: noted[-keep:]}
+            stored = current.evolve(meta=meta, version=current.version + 1)
+            if await self._compare_and_swap(stored, current.version):
+                if dropped:
+                    await self._delete_streams(key, dropped)
+                return dropped
+            await anyio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
+        raise ConflictError("recording streams lost its compare-and-swap")
 
     @abc.abstractmethod
     async def _read_events(

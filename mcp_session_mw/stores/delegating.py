@@ -117,6 +117,13 @@ class DelegatingStore(Store):
     async def _delete_streams(self, key: str, stream_ids: list[str]) -> int:
         return await self._backend._delete_streams(key, stream_ids)
 
+    async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        # A backend's own version keeps the list outside the record, so a wrapper
+        # of the record (cache, sealing) is not bypassed; the default goes through it.
+        if type(self._backend)._record_streams is Store._record_streams:
+            return await super()._record_streams(key, stream_ids, keep)
+        return await self._backend._record_streams(key, stream_ids, keep)
+
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]:

@@ -42,6 +42,8 @@ class MemoryStore(Store):
         self._streams: dict[str, dict[str, _Stream]] = {}
         self._locks: dict[str, tuple[str, float]] = {}
         """Lock name -> (owner, lease end)."""
+        self._noted: dict[str, dict[str, None]] = {}
+        """Session key -> the streams :meth:`record_streams` noted, oldest first."""
 
     def _live(self, key: str, now: float) -> SessionRecord | None:
         record = self._records.get(key)
@@ -86,6 +88,7 @@ class MemoryStore(Store):
         if existed:
             index = bisect.bisect_left(self._sorted_keys, key)
             del self._sorted_keys[index]
+        self._noted.pop(key, None)
         for stream in self._streams.pop(key, {}).values():
             stream.wake()
         return existed
@@ -244,6 +247,20 @@ class MemoryStore(Store):
             return False
         stream.wake()
         return True
+
+    async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        if self._live(key, self.now()) is None:
+            raise SessionNotFoundError("session not found")
+        noted = self._noted.setdefault(key, {})
+        noted.update(dict.fromkeys(stream_ids))
+        dropped = list(noted)[: len(noted) - keep] if len(noted) > keep else []
+        streams = self._streams.get(key, {})
+        for stream_id in dropped:
+            del noted[stream_id]
+            stream = streams.pop(stream_id, None)
+            if stream is not None:
+                stream.wake()
+        return dropped
 
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int

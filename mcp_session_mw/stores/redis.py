@@ -5,7 +5,8 @@ session lives in one hash slot and the same Lua scripts run on Redis Cluster::
 
     <prefix>{<digest>}                session hash (p payload, u principal, c a x t
                                       timestamps and ttl, v version, g expiry of
-                                      the stream keys)
+                                      the stream keys, q the streams noted for
+                                      max_streams_per_session)
     <prefix>{<digest>}:streams        set of the session's stream ids
     <prefix>{<digest>}:st:<stream>    stream state hash (r o l f n z)
     <prefix>{<digest>}:ev:<stream>    Redis Stream of events, entry id ``0-<seq>``
@@ -388,6 +389,39 @@ end
 return 0
 """
 
+# ARGV: now, keep, then the stream ids to note. The noted streams are the session
+# hash's field 'q' (ids joined by spaces, oldest first), outside the payload a load
+# reads. Returns the ids dropped (oldest first), or -1 if the session is gone.
+_RECORD_STREAMS = """
+local now = tonumber(ARGV[1])
+if not live(KEYS[1], now) then return -1 end
+local keep = tonumber(ARGV[2])
+local noted, seen = {}, {}
+local function note(sid)
+  if not seen[sid] then
+    seen[sid] = true
+    noted[#noted + 1] = sid
+  end
+end
+for sid in string.gmatch(redis.call('HGET', KEYS[1], 'q') or '', '%S+') do note(sid) end
+for i = 3, #ARGV do note(ARGV[i]) end
+local dropped = {}
+local excess = #noted - keep
+for i = 1, excess do
+  local sid = noted[i]
+  redis.call('DEL', KEYS[1] .. ':st:' .. sid, KEYS[1] .. ':ev:' .. sid)
+  redis.call('SREM', KEYS[1] .. ':streams', sid)
+  dropped[i] = sid
+end
+if excess > 0 then
+  redis.call('HSET', KEYS[1], 'q', table.concat(noted, ' ', excess + 1))
+  wake(KEYS[1], stream_px(KEYS[1], now))
+else
+  redis.call('HSET', KEYS[1], 'q', table.concat(noted, ' '))
+end
+return dropped
+"""
+
 # ARGV: now, stream id. Returns {r, o, l, f, n, z} or nil.
 _LOAD_STREAM = """
 if not live(KEYS[1], tonumber(ARGV[1])) then return false end
@@ -519,6 +553,7 @@ _SET_STREAM_FIELD_SCRIPT = _Script(_SET_STREAM_FIELD)
 _WRITE_SCRIPT = _Script(_WRITE)
 _DELETE_STREAM_SCRIPT = _Script(_DELETE_STREAM)
 _DELETE_STREAMS_SCRIPT = _Script(_DELETE_STREAMS)
+_RECORD_STREAMS_SCRIPT = _Script(_RECORD_STREAMS)
 _LOAD_STREAM_SCRIPT = _Script(_LOAD_STREAM)
 _READ_SCRIPT = _Script(_READ)
 _PAGE_SCRIPT = _Script(_PAGE, helpers=False)
@@ -1198,6 +1233,14 @@ class RedisStore(Store):
         with self._guard:
             removed = await _DELETE_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
         return int(removed)
+
+    async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        args = [_num(self.now()), keep, *stream_ids]
+        with self._guard:
+            dropped = await _RECORD_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
+        if dropped == -1:
+            raise SessionNotFoundError(SESSION_NOT_FOUND)
+        return [_text(stream_id) for stream_id in dropped]
 
     async def _read(
         self, key: str, stream_id: str, after_seq: int, limit: int

@@ -536,6 +536,70 @@ async def test_delete_streams_removes_those_streams_in_one_call(store: Store) ->
     assert await store.delete_streams("ghost", ["b"]) == 0
 
 
+async def _open_all(store: Store, session_id: str, stream_ids: list[str]) -> None:
+    for stream_id in stream_ids:
+        await store.write_stream(session_id, stream_id, [("x", None)], open_as=stream(stream_id))
+
+
+async def test_record_streams_keeps_the_newest_and_removes_the_rest(store: Store) -> None:
+    await store.create("cap", new_record())
+    await _open_all(store, "cap", ["a", "b", "c", "d", "e", "get"])
+    assert await store.record_streams("cap", ["a", "b"], keep=3) == []
+    assert await store.record_streams("cap", ["c", "d", "b", "d"], keep=3) == ["a"]
+    assert await store.load_stream("cap", "a") is None
+    assert await store.read_events("cap", "a") == []
+    for kept in ("b", "c", "d"):
+        assert [e.data for e in await store.read_events("cap", kept)] == ["x"]
+    # Noting a stream again does not move it: b is still the oldest.
+    assert await store.record_streams("cap", ["b", "e"], keep=2) == ["b", "c"]
+    assert await store.load_stream("cap", "b") is None
+    assert await store.load_stream("cap", "c") is None
+    # Never noted, never removed.
+    assert await store.load_stream("cap", "get") is not None
+    assert await store.record_streams("cap", [], keep=2) == []
+
+
+async def test_record_streams_drops_a_noted_stream_already_gone(store: Store) -> None:
+    await store.create("cap-gone", new_record())
+    await _open_all(store, "cap-gone", ["a", "b"])
+    await store.record_streams("cap-gone", ["a", "b"], keep=5)
+    assert await store.delete_stream("cap-gone", "a")
+    await _open_all(store, "cap-gone", ["c"])
+    assert await store.record_streams("cap-gone", ["c"], keep=1) == ["a", "b"]
+    assert await store.load_stream("cap-gone", "c") is not None
+
+
+async def test_record_streams_of_a_missing_session(store: Store) -> None:
+    with pytest.raises(SessionNotFoundError):
+        await store.record_streams("ghost", ["a"], keep=1)
+
+
+async def test_a_new_session_under_an_old_id_starts_with_nothing_noted(store: Store) -> None:
+    await store.create("cap-again", new_record())
+    await _open_all(store, "cap-again", ["a"])
+    await store.record_streams("cap-again", ["a"], keep=5)
+    assert await store.delete("cap-again")
+    await store.create("cap-again", new_record())
+    await _open_all(store, "cap-again", ["b", "c"])
+    assert await store.record_streams("cap-again", ["b", "c"], keep=1) == ["b"]
+
+
+@pytest.mark.parametrize("keep", [0, -1, 1.5, True])
+async def test_record_streams_refuses_a_bad_keep(store: Store, keep: object) -> None:
+    await store.create("cap-bad", new_record())
+    with pytest.raises(ValueError, match="keep"):
+        await store.record_streams("cap-bad", ["a"], keep=keep)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a\nb", "a\tb", 7])
+async def test_record_streams_refuses_a_bad_stream_id(store: Store, bad: object) -> None:
+    await store.create("cap-bad-id", new_record())
+    await _open_all(store, "cap-bad-id", ["a"])
+    with pytest.raises(ValueError, match="stream id"):
+        await store.record_streams("cap-bad-id", ["a", bad], keep=1)  # type: ignore[list-item]
+    assert await store.load_stream("cap-bad-id", "a") is not None
+
+
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True])
 async def test_a_bad_max_events_is_refused_and_stores_nothing(store: Store, bad: object) -> None:
     await store.create("bad-max", new_record())
