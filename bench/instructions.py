@@ -1,0 +1,260 @@
+"""Benchmark: CPU instructions per ``tools/call``, counted by callgrind, in-process.
+
+Rates on this two-core machine move by a tenth between runs; instruction
+counts do not. This calls the ASGI app of ``bench/app_server.py`` directly (no
+uvicorn, no sockets but Redis's), one session, one call at a time, and counts
+the instructions of ``--calls`` calls beyond a warm-up of ``--base`` calls
+under ``valgrind --tool=callgrind``, so start-up and warm-up cancel out.
+
+Variants:
+
+- ``sdk``: the SDK app in its stateful mode, no middleware;
+- ``floor`` / ``floor-redis``: the yardstick of ``bench/floor_app.py``;
+- ``mw`` / ``mw-redis``: SessionMiddleware in re-hydration mode, as shipped;
+- ``mw-nocap`` / ``mw-redis-nocap``: with ``max_streams_per_session=None``;
+- ``mw-nometrics`` / ``mw-redis-nometrics``: with the store left untimed, as
+  when neither prometheus-client nor opentelemetry-api is installed;
+- ``mw-lean``: both.
+
+The last three say what two features cost, not configurations to run: the
+streams cap bounds what a session keeps, and the store timings are what
+``/metrics`` and the spans report.
+
+    .venv/bin/python bench/instructions.py [--calls 1000] [--base 200] [variant ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import app_server
+from starlette.types import ASGIApp, Message
+
+import mcp_session_mw.metrics as metrics
+from mcp_session_mw import SessionMiddleware
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+VARIANTS = (
+    "sdk",
+    "floor",
+    "mw",
+    "mw-nocap",
+    "mw-nometrics",
+    "mw-lean",
+    "floor-redis",
+    "mw-redis",
+    "mw-redis-nocap",
+    "mw-redis-nometrics",
+)
+PROTOCOL = "2025-11-25"
+_HEADERS = [
+    (b"host", b"127.0.0.1:8000"),
+    (b"content-type", b"application/json"),
+    (b"accept", b"application/json, text/event-stream"),
+]
+
+
+def build(variant: str, prefix: str) -> ASGIApp:
+    redis = "-redis" in variant
+    if variant.startswith("floor"):
+        return app_server.build_app(
+            stateless=False,
+            events=False,
+            store=None,
+            prefix=None,
+            floor=REDIS_URL if redis else "memory",
+        )
+    if variant == "sdk":
+        return app_server.build_app(stateless=False, events=False, store=None, prefix=None)
+    if variant.endswith(("-nometrics", "-lean")):
+        metrics.instrument = lambda store: store  # what it is without the metrics extras
+    options: dict[str, Any] = {}
+    if variant.endswith(("-nocap", "-lean")):
+        options["max_streams_per_session"] = None
+    store = REDIS_URL if redis else "memory://"
+    return SessionMiddleware(
+        app_server.build_server().streamable_http_app(stateless_http=False),
+        store=store,
+        store_options=app_server.store_options(store, prefix),
+        mode="rehydrate",
+        **options,
+    )
+
+
+def http_scope(method: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": "/mcp",
+        "raw_path": b"/mcp",
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+
+
+async def post(
+    app: ASGIApp, payload: dict[str, Any], session: str | None
+) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One POST through the app; its receive gives the body, then a disconnect once answered."""
+    body = json.dumps(payload).encode()
+    headers = [*_HEADERS, (b"content-length", str(len(body)).encode())]
+    if session is not None:
+        headers += [
+            (b"mcp-session-id", session.encode()),
+            (b"mcp-protocol-version", PROTOCOL.encode()),
+        ]
+    scope = http_scope("POST", headers)
+    answered = asyncio.Event()
+    given = False
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await answered.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            answered.set()
+
+    await app(scope, receive, send)
+    return (
+        sent[0]["status"],
+        dict(sent[0]["headers"]),
+        b"".join(m.get("body", b"") for m in sent[1:]),
+    )
+
+
+async def calls(app: ASGIApp, count: int) -> None:
+    """Start the app's lifespan, open a session, make ``count`` echo calls, end it all."""
+    to_app: asyncio.Queue[Message] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
+    lifespan = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, to_app.get, from_app.put)
+    )
+    await to_app.put({"type": "lifespan.startup"})
+    assert (await from_app.get())["type"] == "lifespan.startup.complete"
+    init = {
+        "protocolVersion": PROTOCOL,
+        "capabilities": {},
+        "clientInfo": {"name": "b", "version": "1"},
+    }
+    _, headers, _ = await post(
+        app, {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": init}, None
+    )
+    session = headers[b"mcp-session-id"].decode()
+    await post(app, {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)
+    echo = {"name": "echo", "arguments": {"text": "hi"}}
+    for number in range(1, count + 1):
+        status, _, body = await post(
+            app, {"jsonrpc": "2.0", "id": number, "method": "tools/call", "params": echo}, session
+        )
+        if status != 200 or b'"hi"' not in body:
+            raise SystemExit(f"call {number} failed: {status} {body[:200]!r}")
+    await post_delete(app, session)
+    await to_app.put({"type": "lifespan.shutdown"})
+    await from_app.get()
+    await lifespan
+
+
+async def post_delete(app: ASGIApp, session: str) -> None:
+    """End the session, so a run leaves nothing behind in Redis."""
+    headers = [*_HEADERS, (b"mcp-session-id", session.encode())]
+    scope = http_scope("DELETE", [*headers, (b"mcp-protocol-version", PROTOCOL.encode())])
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        pass
+
+    await app(scope, receive, send)
+
+
+def counted(variant: str, count: int) -> int:
+    """Instructions of one whole run of ``count`` calls under callgrind."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        done = subprocess.run(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--run",
+                variant,
+                str(count),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        found = re.search(r"Collected : (\d+)", done.stderr) or re.search(
+            r"refs:\s+([\d,]+)", done.stderr
+        )
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"{variant}: callgrind run failed\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--base", type=int, default=200)
+    parser.add_argument("--run", nargs=2, metavar=("VARIANT", "CALLS"), help=argparse.SUPPRESS)
+    parser.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (default: all)")
+    args = parser.parse_args()
+    unknown = sorted(set(args.variants) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variant(s): {', '.join(unknown)}")
+    if args.run:
+        variant, count = args.run
+        asyncio.run(calls(build(variant, f"bench:{secrets.token_hex(4)}:"), int(count)))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    chosen = args.variants or [v for v in VARIANTS if "redis" not in v or _redis_up()]
+    print("| variant | instructions per call | / SDK's |")
+    print("|---|---:|---:|")
+    sdk = None
+    for variant in chosen:
+        per_call = (
+            counted(variant, args.base + args.calls) - counted(variant, args.base)
+        ) / args.calls
+        sdk = per_call if variant == "sdk" else sdk
+        ratio = f"{sdk / per_call:.3f}" if sdk else "-"
+        print(f"| {variant} | {per_call / 1e6:.3f} M | {ratio} |", flush=True)
+
+
+def _redis_up() -> bool:
+    from streaming import reachable
+
+    return reachable(REDIS_URL)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
