@@ -25,6 +25,7 @@ import secrets
 import statistics
 
 from common import machine
+from floor_app import drop_floor_keys
 from requests import AppServer, close_sessions, hammer, open_sessions
 from streaming import reachable
 
@@ -72,6 +73,8 @@ def main() -> None:
     finally:
         for server in servers.values():
             server.stop()
+        if "floor-redis" in servers:
+            drop_floor_keys(REDIS_URL)
     base = statistics.median(rates["sdk"])
     base_cpu = statistics.median(cpu["sdk"])
     info = machine()

@@ -130,6 +130,26 @@ class FloorMiddleware:
         await self.app(scope, _once(body, done), app_send)
 
 
+def drop_floor_keys(url: str) -> int:
+    """Delete what floor runs stored in the Redis at ``url`` (every ``floor:`` key)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        dropped = 0
+        batch: list[bytes] = []
+        for name in client.scan_iter(match="floor:*", count=1000):
+            batch.append(name)
+            if len(batch) == 1000:
+                dropped += client.unlink(*batch)
+                batch.clear()
+        if batch:
+            dropped += client.unlink(*batch)
+        return dropped
+    finally:
+        client.close()
+
+
 def _once(body: bytes, done: asyncio.Event) -> Receive:
     """The body, then ``http.disconnect`` once the response is complete (as a server says)."""
     given = False

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import app_server
+from floor_app import drop_floor_keys
 from starlette.types import ASGIApp, Message
 
 import mcp_session_mw.metrics as metrics
@@ -244,6 +245,8 @@ def main() -> None:
         per_call = (
             counted(variant, args.base + args.calls) - counted(variant, args.base)
         ) / args.calls
+        if variant == "floor-redis":
+            drop_floor_keys(REDIS_URL)  # the yardstick's lists, which it never deletes
         sdk = per_call if variant == "sdk" else sdk
         ratio = f"{sdk / per_call:.3f}" if sdk else "-"
         print(f"| {variant} | {per_call / 1e6:.3f} M | {ratio} |", flush=True)
