@@ -156,32 +156,157 @@ class _Connection:
         return loop is self._loop and not self._reader.at_eof() and not self._writer.is_closing()
 
     async def call(self, command: bytes) -> Any:
-        self._writer.write(command)
-        return await self._reply()
+        """Send ``command`` and read its reply: usually one read, parsed in memory.
 
-    async def _reply(self) -> Any:
-        line = await self._reader.readuntil(_CRLF)
-        kind, body = line[:1], line[1:-2]
-        if kind == b"$":
-            length = int(body)
-            if length < 0:
-                return None
-            return (await self._reader.readexactly(length + 2))[:-2]
-        if kind == b":":
-            return int(body)
-        if kind == b"*":
-            count = int(body)
-            if count < 0:
-                return None
-            return [await self._reply() for _ in range(count)]
-        if kind == b"+":
-            return body
-        if kind == b"-":
-            raise response_error(body.decode("utf-8", "replace"))
-        raise EOFError(f"unexpected reply from Redis: {line[:40]!r}")
+        One command is in flight per connection, so what arrives is this reply
+        and nothing after it. A reply that has not all arrived in the first
+        read is read on, and parsed again from the top-level element it
+        stopped in (so a long reply costs about one parse, not one per read).
+        """
+        self._writer.write(command)
+        data = await self._reader.read(READ_SIZE)
+        if not data:
+            raise EOFError("Redis closed the connection")
+        try:
+            reply, end = parse_reply(data, 0)
+        except _Incomplete:
+            reply, end, data = await self._read_on(data)
+        if end != len(data):
+            raise EOFError("Redis sent more than the reply to one command")
+        if isinstance(reply, Exception):
+            raise reply
+        if type(reply) is _FailedArray:
+            raise reply.error
+        return reply
+
+    async def _read_on(self, data: bytes) -> tuple[Any, int, bytes]:
+        """The rest of a reply whose first read was short; the reply, its end, all bytes."""
+        chunks = [data]
+        while True:
+            header_end = data.find(_CRLF)
+            if header_end >= 0:
+                break
+            data = await self._more(chunks)
+        if data[:1] != b"*":  # one value: its length is in its header
+            while True:
+                try:
+                    reply, end = parse_reply(data, 0)
+                    return reply, end, data
+                except _Incomplete as incomplete:
+                    data = await self._more(chunks, incomplete.needed - len(data))
+        count = int(data[1:header_end])
+        position = header_end + 2
+        if count < 0:
+            return None, position, data
+        items: list[Any] = []
+        error: Exception | None = None
+        while len(items) < count:
+            try:
+                item, position = parse_reply(data, position)
+            except _Incomplete as incomplete:
+                data = await self._more(chunks, incomplete.needed - len(data))
+                continue
+            if error is None:
+                error = _error_in(item)
+            items.append(item)
+        return (items if error is None else _FailedArray(items, error)), position, data
+
+    async def _more(self, chunks: list[bytes], at_least: int = 1) -> bytes:
+        """All bytes so far, after reading at least ``at_least`` more."""
+        if at_least > READ_SIZE:
+            more = await self._reader.readexactly(at_least)
+        else:
+            more = await self._reader.read(READ_SIZE)
+            if not more:
+                raise EOFError("Redis closed the connection mid-reply")
+        chunks.append(more)
+        joined = b"".join(chunks)
+        chunks[:] = [joined]
+        return joined
 
     def close(self) -> None:
         self._writer.close()
+
+
+READ_SIZE = 65536
+"""Bytes asked of the socket's buffer per read (a whole small reply in one)."""
+
+
+class _Incomplete(Exception):
+    """The reply goes on past the bytes read; ``needed`` is the least total length."""
+
+    def __init__(self, needed: int) -> None:
+        self.needed = needed
+
+
+def parse_reply(data: bytes, position: int) -> tuple[Any, int]:
+    """The RESP2 value at ``position`` and where it ends; error replies come back as exceptions.
+
+    Values are what redis-py gives with ``decode_responses=False``: bytes,
+    int, None, nested lists. Raises ``_Incomplete`` when ``data`` stops first.
+    """
+    end = data.find(_CRLF, position)
+    if end < 0:
+        raise _Incomplete(len(data) + 1)
+    kind = data[position : position + 1]
+    if kind == b"$":
+        length = int(data[position + 1 : end])
+        if length < 0:
+            return None, end + 2
+        stop = end + 2 + length
+        if stop + 2 > len(data):
+            raise _Incomplete(stop + 2)
+        return data[end + 2 : stop], stop + 2
+    if kind == b":":
+        return int(data[position + 1 : end]), end + 2
+    if kind == b"*":
+        count = int(data[position + 1 : end])
+        if count < 0:
+            return None, end + 2
+        items: list[Any] = []
+        position = end + 2
+        error: Exception | None = None
+        for _ in range(count):
+            if data[position : position + 1] == b"$":  # a bulk string, inline: the usual item
+                end = data.find(_CRLF, position)
+                if end < 0:
+                    raise _Incomplete(len(data) + 1)
+                length = int(data[position + 1 : end])
+                if length < 0:
+                    items.append(None)
+                    position = end + 2
+                    continue
+                stop = end + 2 + length
+                if stop + 2 > len(data):
+                    raise _Incomplete(stop + 2)
+                items.append(data[end + 2 : stop])
+                position = stop + 2
+                continue
+            item, position = parse_reply(data, position)
+            if error is None:
+                error = _error_in(item)
+            items.append(item)
+        return (items if error is None else _FailedArray(items, error)), position
+    if kind == b"+":
+        return data[position + 1 : end], end + 2
+    if kind == b"-":
+        return response_error(data[position + 1 : end].decode("utf-8", "replace")), end + 2
+    raise EOFError(f"unexpected reply from Redis: {data[position : position + 40]!r}")
+
+
+def _error_in(item: Any) -> Exception | None:
+    """The error reply that ``item`` is or holds, if any."""
+    if isinstance(item, Exception):
+        return item
+    return item.error if type(item) is _FailedArray else None
+
+
+class _FailedArray(list[Any]):
+    """An array reply with an error reply inside: raised once the whole reply is read."""
+
+    def __init__(self, items: list[Any], error: Exception) -> None:
+        super().__init__(items)
+        self.error = error
 
 
 def encode_command(args: tuple[Any, ...]) -> bytes:

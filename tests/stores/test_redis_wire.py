@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.exceptions import NoScriptError, ResponseError
 
 from mcp_session_mw import StreamState
 from mcp_session_mw.stores.redis import _request_id_json
-from mcp_session_mw.stores.redis_wire import encode_command, evalsha_command, script_head
+from mcp_session_mw.stores.redis_wire import (
+    READ_SIZE,
+    _Connection,
+    encode_command,
+    evalsha_command,
+    parse_reply,
+    script_head,
+)
 
 
 def resp_array(args: list[Any]) -> bytes:
@@ -67,3 +78,117 @@ def test_a_script_call_is_the_evalsha_command_written_out(sha: str, args: list[A
 def test_a_stream_request_id_is_stored_as_json_dumps_writes_it(request_id: Any) -> None:
     state = StreamState(stream_id="0123456789abcdef", request_id=request_id)
     assert _request_id_json(state) == json.dumps(request_id)
+
+
+# -- replies: parsed from what one read brings, read on when it is not all there ---------
+
+Reply = Any
+
+
+def _replies(depth: int = 2) -> st.SearchStrategy[tuple[bytes, Reply]]:
+    """A RESP2 reply as the server writes it, and the value redis-py would give for it."""
+    leaves = st.one_of(
+        st.binary(max_size=30).map(lambda b: (b"$%d\r\n%s\r\n" % (len(b), b), b)),
+        st.integers(-(2**63), 2**63 - 1).map(lambda i: (b":%d\r\n" % i, i)),
+        st.just((b"$-1\r\n", None)),
+        st.just((b"*-1\r\n", None)),
+        st.from_regex(rb"[A-Za-z ]{0,12}", fullmatch=True).map(lambda s: (b"+" + s + b"\r\n", s)),
+    )
+    if depth == 0:
+        return leaves
+    arrays = st.lists(_replies(depth - 1), max_size=6).map(
+        lambda items: (
+            b"*%d\r\n" % len(items) + b"".join(wire for wire, _ in items),
+            [value for _, value in items],
+        )
+    )
+    return st.one_of(leaves, arrays)
+
+
+class _Writer:
+    def write(self, data: bytes) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+async def _read_reply(chunks: list[bytes]) -> Reply:
+    """What a lane connection reads when the server's reply arrives in ``chunks``."""
+    reader = asyncio.StreamReader()
+    connection = _Connection(reader, _Writer())  # type: ignore[arg-type]
+
+    async def arrive() -> None:
+        for chunk in chunks:
+            reader.feed_data(chunk)
+            await asyncio.sleep(0)
+
+    feeder = asyncio.ensure_future(arrive())
+    try:
+        return await connection.call(b"")
+    finally:
+        await feeder
+
+
+def _split(wire: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({cut % (len(wire) + 1) for cut in cuts} | {0, len(wire)})
+    return [wire[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_replies())
+def test_a_reply_parses_to_what_redis_py_gives(reply: tuple[bytes, Reply]) -> None:
+    wire, value = reply
+    assert parse_reply(wire, 0) == (value, len(wire))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_replies(), st.lists(st.integers(min_value=0), max_size=8))
+def test_a_reply_split_anywhere_is_read_whole(reply: tuple[bytes, Reply], cuts: list[int]) -> None:
+    wire, value = reply
+    assert asyncio.run(_read_reply(_split(wire, cuts))) == value
+
+
+def test_a_long_reply_in_many_reads() -> None:
+    big = b"x" * (3 * READ_SIZE + 5)
+    wire = b"*3\r\n$%d\r\n%s\r\n:7\r\n$1\r\ny\r\n" % (len(big), big)
+    assert asyncio.run(_read_reply(_split(wire, list(range(0, len(wire), 4093))))) == [
+        big,
+        7,
+        b"y",
+    ]
+    assert asyncio.run(_read_reply(_split(b"$%d\r\n%s\r\n" % (len(big), big), [1, 9]))) == big
+
+
+def test_an_error_reply_raises_once_the_whole_reply_is_read() -> None:
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        asyncio.run(_read_reply([b"-WRONGTYPE not a list\r\n"]))
+    with pytest.raises(ResponseError, match="inner"):
+        asyncio.run(_read_reply([b"*2\r\n*1\r\n-ERR inner\r\n", b":1\r\n"]))
+    with pytest.raises(NoScriptError):
+        asyncio.run(_read_reply([b"-NOSCRIPT No matching script\r\n"]))
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [b":1\r\n:2\r\n"],  # more than one reply: the wire is out of step
+        [b"?what\r\n"],  # not RESP
+        [b"$5\r\nab"],  # the server went away mid-reply
+        [],  # ... or before it
+    ],
+)
+def test_a_broken_reply_is_a_lost_connection(chunks: list[bytes]) -> None:
+    async def read() -> Reply:
+        reader = asyncio.StreamReader()
+        connection = _Connection(reader, _Writer())  # type: ignore[arg-type]
+        for chunk in chunks:
+            reader.feed_data(chunk)
+        reader.feed_eof()
+        return await connection.call(b"")
+
+    with pytest.raises(EOFError):
+        asyncio.run(read())
