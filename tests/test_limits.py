@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -95,13 +96,23 @@ async def test_a_session_gets_the_full_ttl_at_its_second_request() -> None:
         assert used.expires_at - used.last_accessed == pytest.approx(600)
 
 
-async def test_sessions_never_used_again_expire_after_initialize_ttl() -> None:
+def stepped_store() -> tuple[MemoryStore, list[float]]:
+    """A memory store on a clock the test moves (the middleware reads the store's clock)."""
     store = MemoryStore()
+    now = [time.time()]
+    store._clock = lambda: now[0]
+    return store, now
+
+
+async def test_sessions_never_used_again_expire_after_initialize_ttl() -> None:
+    store, now = stepped_store()
     async with serving(build_sdk_app(), store=store, ttl=600, initialize_ttl=0.3) as client:
         flood = [(await try_initialize(client, i)).headers["mcp-session-id"] for i in range(5)]
         kept = await initialize(client)  # initialize + notifications/initialized
         assert await count_sessions(store) == 6
-        await anyio.sleep(0.6)
+        now[0] += 0.29
+        assert await count_sessions(store) == 6
+        now[0] += 0.02
         assert await count_sessions(store) == 1
         for session_id in flood:
             assert await store.load(session_id) is None
@@ -215,9 +226,10 @@ async def test_per_principal_limit_holds_across_processes_and_races(shared_store
 
 
 async def test_unused_sessions_free_their_principal_slots() -> None:
+    store, now = stepped_store()
     async with serving(
         build_sdk_app(),
-        store=MemoryStore(),
+        store=store,
         principal=user_of,
         max_sessions_per_principal=1,
         initialize_ttl=0.3,
@@ -227,7 +239,7 @@ async def test_unused_sessions_free_their_principal_slots() -> None:
         refused = await try_initialize(client)
         assert refused.status_code == 429
         assert refused.headers["retry-after"] == "1"
-        await anyio.sleep(0.5)
+        now[0] += 0.31
         assert (await try_initialize(client)).status_code == 200
 
 
@@ -258,7 +270,7 @@ async def test_the_index_is_no_session_and_no_client_can_reach_it() -> None:
 
 async def test_touches_keep_the_principal_slot_and_the_index_alive() -> None:
     """A session used past its first expiry still holds its slot; the index outlives it."""
-    store = MemoryStore()
+    store, now = stepped_store()
     async with serving(
         build_sdk_app(),
         store=store,
@@ -271,7 +283,7 @@ async def test_touches_keep_the_principal_slot_and_the_index_alive() -> None:
         as_user(client, "frank")
         session_id = await initialize(client)
         for _ in range(4):  # 1.2 s in all: past initialize_ttl, ttl and the first index life
-            await anyio.sleep(0.3)
+            now[0] += 0.3
             assert await call(client, session_id, "count")
         assert (await try_initialize(client)).status_code == 429
         index = await store.load(index_id("frank"))
