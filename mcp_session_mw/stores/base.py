@@ -89,6 +89,9 @@ class Store(abc.ABC):
 
     schemes: ClassVar[tuple[str, ...]] = ()
     poll_interval: float = DEFAULT_POLL_INTERVAL
+    records_streams_natively: bool = False
+    """True for a backend with its own :meth:`_record_streams`, which keeps the list
+    outside the session record; otherwise :meth:`record_streams` keeps it in ``meta``."""
 
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         if isinstance(secret, str):
@@ -389,8 +392,25 @@ class Store(abc.ABC):
         for stream_id in stream_ids:
             if not isinstance(stream_id, str) or not _STREAM_ID_RE.fullmatch(stream_id):
                 raise ValueError(f"not a stream id: {stream_id!r}")
-        noted = list(dict.fromkeys(stream_ids))
-        return await self._record_streams(self.key(session_id), noted, keep)
+        new = list(dict.fromkeys(stream_ids))
+        if self.records_streams_natively:
+            return await self._record_streams(self.key(session_id), new, keep)
+        # The list in the session's meta, through update_meta (a row lock on SQL,
+        # the cache kept current by a caching store), then one delete.
+        dropped: list[str] = []
+
+        def remember(meta: dict[str, JSONValue]) -> dict[str, JSONValue]:
+            known = meta.get(RECORDED_STREAMS)
+            noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+            seen = set(noted)
+            noted += [stream_id for stream_id in new if stream_id not in seen]
+            dropped[:] = noted[:-keep] if len(noted) > keep else []
+            return {**meta, RECORDED_STREAMS: noted[-keep:]}
+
+        await self.update_meta(session_id, remember)
+        if dropped:
+            await self.delete_streams(session_id, dropped)
+        return dropped
 
     async def read_events(
         self, session_id: str, stream_id: str, after_seq: int = 0, limit: int = 1000
@@ -520,28 +540,11 @@ class Store(abc.ABC):
         return sum([await self._delete_stream(key, stream_id) for stream_id in stream_ids])
 
     async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
-        """Default: the list in the session's ``meta`` (compare-and-swap), then one delete.
+        """One atomic write: note ``stream_ids``, drop (and return) the oldest beyond ``keep``.
 
-        Backends override it with one atomic write that keeps the list out of
-        the session record, so loading a session does not carry it.
+        Only called when :attr:`records_streams_natively` is True.
         """
-        for attempt in range(DEFAULT_UPDATE_RETRIES):
-            current = await self._get(key, self.now())
-            if current is None:
-                raise SessionNotFoundError("session not found")
-            known = current.meta.get(RECORDED_STREAMS)
-            noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
-            seen = set(noted)
-            noted += [stream_id for stream_id in stream_ids if stream_id not in seen]
-            dropped = noted[:-keep] if len(noted) > keep else []
-            meta = {**current.meta, RECORDED_STREAMS: noted[-keep:]}
-            stored = current.evolve(meta=meta, version=current.version + 1)
-            if await self._compare_and_swap(stored, current.version):
-                if dropped:
-                    await self._delete_streams(key, dropped)
-                return dropped
-            await anyio.sleep(random.uniform(0, min(0.05, 0.001 * (attempt + 1))))
-        raise ConflictError("recording streams lost its compare-and-swap")
+        raise NotImplementedError
 
     @abc.abstractmethod
     async def _read_events(

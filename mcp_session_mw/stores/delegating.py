@@ -24,6 +24,9 @@ class DelegatingStore(Store):
     def __init__(self, backend: Store) -> None:
         super().__init__(secret=backend._secret)
         self._backend = backend
+        # A backend's own list is kept outside the record, so no wrapper of the
+        # record (cache, sealing) is bypassed; the meta list goes through them.
+        self.records_streams_natively = backend.records_streams_natively
 
     @property
     def backend(self) -> Store:
@@ -118,10 +121,6 @@ class DelegatingStore(Store):
         return await self._backend._delete_streams(key, stream_ids)
 
     async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
-        # A backend's own version keeps the list outside the record, so a wrapper
-        # of the record (cache, sealing) is not bypassed; the default goes through it.
-        if type(self._backend)._record_streams is Store._record_streams:
-            return await super()._record_streams(key, stream_ids, keep)
         return await self._backend._record_streams(key, stream_ids, keep)
 
     async def _read_events(

@@ -34,6 +34,7 @@ class MemoryStore(Store):
     """
 
     schemes = ("memory",)
+    records_streams_natively = True
 
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         super().__init__(secret=secret)

@@ -678,6 +678,7 @@ class RedisStore(Store):
         "redis+cluster",
         "rediss+cluster",
     )
+    records_streams_natively = True
 
     def __init__(
         self,

@@ -559,6 +559,18 @@ async def test_record_streams_keeps_the_newest_and_removes_the_rest(store: Store
     assert await store.record_streams("cap", [], keep=2) == []
 
 
+async def test_record_streams_list_is_in_meta_only_for_stores_without_their_own(
+    store: Store,
+) -> None:
+    await store.create("cap-meta", new_record())
+    await _open_all(store, "cap-meta", ["a", "b"])
+    assert await store.record_streams("cap-meta", ["a", "b"], keep=1) == ["a"]
+    record = await store.load("cap-meta")  # through a cache, if there is one
+    assert record is not None
+    expected = None if store.records_streams_natively else ["b"]
+    assert record.meta.get("streams") == expected
+
+
 async def test_record_streams_drops_a_noted_stream_already_gone(store: Store) -> None:
     await store.create("cap-gone", new_record())
     await _open_all(store, "cap-gone", ["a", "b"])
