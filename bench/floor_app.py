@@ -108,7 +108,7 @@ class FloorMiddleware:
             if not more:
                 done.set()
 
-        await self.app({**scope, "headers": headers}, _once(body, done), app_send)
+        await self.app({**scope, "headers": headers}, body_then_disconnect(body, done), app_send)
 
     async def _initialize(self, scope: Scope, body: bytes, send: Send) -> None:
         done = asyncio.Event()
@@ -127,7 +127,7 @@ class FloorMiddleware:
                 done.set()
             await send(message)
 
-        await self.app(scope, _once(body, done), app_send)
+        await self.app(scope, body_then_disconnect(body, done), app_send)
 
 
 def drop_floor_keys(url: str) -> int:
@@ -150,7 +150,7 @@ def drop_floor_keys(url: str) -> int:
         client.close()
 
 
-def _once(body: bytes, done: asyncio.Event) -> Receive:
+def body_then_disconnect(body: bytes, done: asyncio.Event) -> Receive:
     """The body, then ``http.disconnect`` once the response is complete (as a server says)."""
     given = False
 

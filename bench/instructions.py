@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import app_server
-from floor_app import drop_floor_keys
+from floor_app import body_then_disconnect, drop_floor_keys
 from starlette.types import ASGIApp, Message
 
 import mcp_session_mw.metrics as metrics
@@ -124,23 +124,14 @@ async def post(
         ]
     scope = http_scope("POST", headers)
     answered = asyncio.Event()
-    given = False
     sent: list[Message] = []
-
-    async def receive() -> Message:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        await answered.wait()
-        return {"type": "http.disconnect"}
 
     async def send(message: Message) -> None:
         sent.append(message)
         if message["type"] == "http.response.body" and not message.get("more_body"):
             answered.set()
 
-    await app(scope, receive, send)
+    await app(scope, body_then_disconnect(body, answered), send)
     return (
         sent[0]["status"],
         dict(sent[0]["headers"]),

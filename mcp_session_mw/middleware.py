@@ -608,7 +608,7 @@ class SessionMiddleware:
             return None
         set_fingerprint(fingerprint_of(self.store.key(session_id)))
         try:
-            if not self._store_open:
+            if not self._store_open:  # open_store checks too; this spares a coroutine a request
                 await self.open_store()
             record = await self.store.load(session_id)
         except StoreError:

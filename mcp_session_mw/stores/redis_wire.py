@@ -173,10 +173,9 @@ class _Connection:
             reply, end, data = await self._read_on(data)
         if end != len(data):
             raise EOFError("Redis sent more than the reply to one command")
-        if isinstance(reply, Exception):
-            raise reply
-        if type(reply) is _FailedArray:
-            raise reply.error
+        error = _error_in(reply)
+        if error is not None:
+            raise error
         return reply
 
     async def _read_on(self, data: bytes) -> tuple[Any, int, bytes]:

@@ -116,7 +116,7 @@ class _Writer:
         pass
 
 
-async def _read_reply(chunks: list[bytes]) -> Reply:
+async def _read_reply(chunks: list[bytes], *, then_close: bool = False) -> Reply:
     """What a lane connection reads when the server's reply arrives in ``chunks``."""
     reader = asyncio.StreamReader()
     connection = _Connection(reader, _Writer())  # type: ignore[arg-type]
@@ -125,6 +125,8 @@ async def _read_reply(chunks: list[bytes]) -> Reply:
         for chunk in chunks:
             reader.feed_data(chunk)
             await asyncio.sleep(0)
+        if then_close:
+            reader.feed_eof()
 
     feeder = asyncio.ensure_future(arrive())
     try:
@@ -182,13 +184,5 @@ def test_an_error_reply_raises_once_the_whole_reply_is_read() -> None:
     ],
 )
 def test_a_broken_reply_is_a_lost_connection(chunks: list[bytes]) -> None:
-    async def read() -> Reply:
-        reader = asyncio.StreamReader()
-        connection = _Connection(reader, _Writer())  # type: ignore[arg-type]
-        for chunk in chunks:
-            reader.feed_data(chunk)
-        reader.feed_eof()
-        return await connection.call(b"")
-
     with pytest.raises(EOFError):
-        asyncio.run(read())
+        asyncio.run(_read_reply(chunks, then_close=True))
