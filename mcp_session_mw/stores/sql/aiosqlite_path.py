@@ -10,6 +10,7 @@ from typing import Any
 
 from ...errors import StreamNotFoundError
 from ...records import SessionRecord, StreamState
+from .core_path import Batch
 from .database import Database
 from .failures import session_not_found
 from .schema import dump_json, quoted_names, to_record
@@ -92,27 +93,11 @@ class AiosqlitePath:
         row = await self._db.on_driver(fetch)
         return None if row is None else to_record(tuple(row))
 
-    async def append(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-        now: float,
-    ) -> int:
+    async def append(self, batch: Batch) -> int:
         """The whole transaction as one call on aiosqlite's worker thread."""
-        return await self.write_stream(key, stream_id, items, None, False, max_events, now)
+        return await self.write_stream(batch, None, False)
 
-    async def write_stream(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState | None,
-        finish: bool,
-        max_events: int | None,
-        now: float,
-    ) -> int:
+    async def write_stream(self, batch: Batch, open_as: StreamState | None, finish: bool) -> int:
         """Open (or take over), append and finish in one transaction on the worker thread."""
         opening = None
         if open_as is not None:
@@ -122,7 +107,16 @@ class AiosqlitePath:
 
         async def write(db: Any) -> int:
             result: int = await db._execute(
-                _write_batch, db._conn, sql, key, stream_id, items, max_events, now, opening, finish
+                _write_batch,
+                db._conn,
+                sql,
+                batch.key,
+                batch.stream_id,
+                batch.items,
+                batch.max_events,
+                batch.now,
+                opening,
+                finish,
             )
             return result
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ...errors import StreamNotFoundError
 from ...records import SessionRecord, StreamState
+from .core_path import Batch
 from .database import Database
 from .failures import session_not_found
 from .schema import dump_json, quoted_names, to_record
@@ -104,16 +105,7 @@ SELECT (SELECT last_seq FROM opened),
         row = await self._db.on_driver(fetch)
         return None if row is None else to_record(tuple(row))
 
-    async def append(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-        now: float,
-        *,
-        finish: bool = False,
-    ) -> int:
+    async def append(self, batch: Batch, *, finish: bool = False) -> int:
         """The whole batch in one statement, outside any transaction: one round trip.
 
         A single statement is atomic on its own. The UPDATE of the stream row
@@ -124,12 +116,13 @@ SELECT (SELECT last_seq FROM opened),
         second statement finishes the trim.
         """
         sql = self._append
-        args = self._batch_args(key, stream_id, items, max_events, now, finish)
+        args = self._batch_args(batch, finish)
 
         async def append(pg: Any) -> Any:
             return await pg.fetchrow(sql, *args)
 
         last_seq, first_seq, live, raced, _ = await self._db.on_driver(append)
+        key, stream_id, max_events = batch.key, batch.stream_id, batch.max_events
         if last_seq is None:
             raise StreamNotFoundError("stream not found") if live else session_not_found()
         if raced and max_events is not None and first_seq > 1:
@@ -145,40 +138,24 @@ SELECT (SELECT last_seq FROM opened),
         return int(last_seq)
 
     async def write_stream(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState | None,
-        finish: bool,
-        max_events: int | None,
-        now: float,
+        self, batch: Batch, open_as: StreamState | None, finish: bool
     ) -> int | None:
         """A new stream with its events in one round trip; None: make the calls in turn."""
-        if not items and open_as is not None:
+        if not batch.items and open_as is not None:
             return None
         if open_as is not None:
-            opened = await self._open_new(key, stream_id, items, open_as, finish, max_events, now)
+            opened = await self._open_new(batch, open_as, finish)
             if opened is not None:
                 return opened
-            await self._open_stream(key, open_as)
-        return await self.append(key, stream_id, items, max_events, now, finish=finish)
+            await self._open_stream(batch.key, open_as)
+        return await self.append(batch, finish=finish)
 
-    async def _open_new(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState,
-        finish: bool,
-        max_events: int | None,
-        now: float,
-    ) -> int | None:
+    async def _open_new(self, batch: Batch, open_as: StreamState, finish: bool) -> int | None:
         """A new stream with its first events in one statement; None if the stream exists."""
         sql = self._open
         request_id = None if open_as.request_id is None else dump_json(open_as.request_id)
         args = (
-            *self._batch_args(key, stream_id, items, max_events, now, finish),
+            *self._batch_args(batch, finish),
             request_id,
             open_as.owner,
             open_as.lease_expires,
@@ -192,22 +169,15 @@ SELECT (SELECT last_seq FROM opened),
             raise session_not_found()
         return None if last_seq is None else int(last_seq)
 
-    def _batch_args(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-        now: float,
-        finish: bool,
-    ) -> tuple[Any, ...]:
+    def _batch_args(self, batch: Batch, finish: bool) -> tuple[Any, ...]:
         """Parameters $1 to $10 of the append and open statements."""
+        key, stream_id, items = batch.key, batch.stream_id, batch.items
         return (
             key,
             stream_id,
-            now,
+            batch.now,
             len(items),
-            max_events,
+            batch.max_events,
             [data for data, _ in items],
             [event for _, event in items],
             self._db.channel,

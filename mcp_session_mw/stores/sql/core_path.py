@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ...errors import StreamNotFoundError
@@ -19,35 +20,33 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
 
 
+@dataclass(frozen=True)
+class Batch:
+    """Events to append to one stream at ``now``, keeping at most ``max_events``."""
+
+    key: str
+    stream_id: str
+    items: Sequence[tuple[str, str | None]]
+    max_events: int | None
+    now: float
+
+
 class HotPath(Protocol):
     """What runs on every request, written per driver and chosen once per store.
 
     ``load`` reads a live session, ``append`` numbers and stores a batch of
     events (returning the new last seq), ``write_stream`` does what
-    :meth:`Store._write_stream` does in fewer round trips, or returns None
-    when the store should make the calls in turn.
+    :meth:`Store._write_stream` does in fewer round trips (opening the stream
+    as ``open_as`` first, finishing it after), or returns None when the store
+    should make the calls in turn.
     """
 
     async def load(self, key: str, now: float) -> SessionRecord | None: ...
 
-    async def append(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-        now: float,
-    ) -> int: ...
+    async def append(self, batch: Batch) -> int: ...
 
     async def write_stream(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState | None,
-        finish: bool,
-        max_events: int | None,
-        now: float,
+        self, batch: Batch, open_as: StreamState | None, finish: bool
     ) -> int | None: ...
 
 
@@ -90,20 +89,19 @@ class CorePath:
 
         return await self._db.read(get)
 
-    async def append(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        max_events: int | None,
-        now: float,
-    ) -> int:
+    async def append(self, batch: Batch) -> int:
         """A fixed four or five statements per batch, whatever its size.
 
         The stream row's lock numbers the events; the session row is read in
         the same statement but not locked (session-then-stream lock order).
         """
-        params = {"p_key": key, "p_stream": stream_id, "p_now": now}
+        key, stream_id, items, max_events = (
+            batch.key,
+            batch.stream_id,
+            batch.items,
+            batch.max_events,
+        )
+        params = {"p_key": key, "p_stream": stream_id, "p_now": batch.now}
         db = self._db
 
         async def append(conn: AsyncConnection) -> int:
@@ -143,14 +141,7 @@ class CorePath:
         return await db.write(append)
 
     async def write_stream(
-        self,
-        key: str,
-        stream_id: str,
-        items: Sequence[tuple[str, str | None]],
-        open_as: StreamState | None,
-        finish: bool,
-        max_events: int | None,
-        now: float,
+        self, batch: Batch, open_as: StreamState | None, finish: bool
     ) -> int | None:
         """Core has no shorter way: the store makes the calls in turn."""
         return None

@@ -17,7 +17,7 @@ from ..base import (
 )
 from .aiosqlite_path import AiosqlitePath, aiosqlite_has_queue
 from .asyncpg_path import AsyncpgPath
-from .core_path import CorePath, HotPath
+from .core_path import Batch, CorePath, HotPath
 from .database import Database
 from .engine import (
     DEFAULT_BUSY_TIMEOUT,
@@ -267,7 +267,7 @@ class SQLStore(Store):
             raise ValueError(BAD_MAX_EVENTS)
         if not items:
             return []
-        last_seq = await self._hot.append(key, stream_id, items, max_events, self.now())
+        last_seq = await self._hot.append(Batch(key, stream_id, items, max_events, self.now()))
         return stored_batch(stream_id, last_seq, items)
 
     async def _write_stream(
@@ -280,9 +280,8 @@ class SQLStore(Store):
         max_events: int | None,
     ) -> list[StoredEvent]:
         """One round trip on asyncpg (a new stream) and aiosqlite; else the calls in turn."""
-        last_seq = await self._hot.write_stream(
-            key, stream_id, items, open_as, finish, max_events, self.now()
-        )
+        batch = Batch(key, stream_id, items, max_events, self.now())
+        last_seq = await self._hot.write_stream(batch, open_as, finish)
         if last_seq is None:
             return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
         return stored_batch(stream_id, last_seq, items)
