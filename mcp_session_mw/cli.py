@@ -9,6 +9,8 @@
     mcp-session-mw sessions stats
     mcp-session-mw db upgrade [--table-prefix P]
     mcp-session-mw doctor                      (mcp_session_mw.doctor)
+    mcp-session-mw migrate --from URL --to URL (mcp_session_mw.migrate)
+    mcp-session-mw dump [ID_OR_KEY] | load     (mcp_session_mw.migrate)
 
 Every command takes ``--store URL`` (default: ``$MCP_SESSION_STORE_URL``, else
 the middleware's default SQLite file), ``--store-option NAME=VALUE`` (merged
@@ -120,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Inspect and maintain an mcp-session-mw session store."
     )
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{sessions,db,doctor}")
+    topics = parser.add_subparsers(
+        dest="topic", required=True, metavar="{sessions,db,doctor,migrate,dump,load}"
+    )
 
     sessions = topics.add_parser("sessions", help="list, show, delete and count sessions")
     actions = sessions.add_subparsers(dest="action", required=True)
@@ -142,9 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
         "upgrade", parents=[common], help="migrate the SQL tables to this release's schema"
     )
     # Commands of their own modules: each sets ``handler`` (see StoreMaker).
-    from . import doctor
+    from . import doctor, migrate
 
     doctor.register(topics, common)
+    migrate.register(topics, common)
     return parser
 
 
