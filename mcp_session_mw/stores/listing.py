@@ -10,7 +10,7 @@ Redis's per-session set) and read each state with the backend's own
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from ..records import StreamState
 
@@ -23,13 +23,12 @@ MSG_CANNOT_LIST = "{store} cannot list a session's streams: it needs its own _li
 
 
 async def list_streams(store: Store, key: str) -> list[StreamState]:
-    from .redis import RedisStore
-    from .sql import SQLStore
-
-    if isinstance(store, SQLStore):
-        ids = await _sql_stream_ids(store, key)
-    elif isinstance(store, RedisStore):
-        ids = await _redis_stream_ids(store, key)
+    # Told apart by what they have rather than by class, so that this module
+    # imports neither backend (they import the base class, which imports this).
+    if hasattr(store, "engine") and hasattr(store, "table_prefix"):
+        ids = await _sql_stream_ids(cast("SQLStore", store), key)
+    elif hasattr(store, "client") and hasattr(store, "_base"):
+        ids = await _redis_stream_ids(cast("RedisStore", store), key)
     else:
         raise NotImplementedError(MSG_CANNOT_LIST.format(store=type(store).__name__))
     states = [await store._load_stream(key, stream_id) for stream_id in sorted(ids)]
