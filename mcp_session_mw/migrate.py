@@ -49,6 +49,12 @@ MSG_SUMMARY = (
     "{streams} stream(s) and {events} event(s) {verb_streams}"
 )
 MSG_BAD_OPTION = "{flag} takes NAME=VALUE, not {value!r}"
+MSG_NO_STORE_FLAG = "migrate takes --from URL and --to URL, not --store"
+MSG_OTHER_HASHING = (
+    "the two stores hash session ids differently (a different secret): clients' ids "
+    "would not find their sessions on the target; give both the same secret"
+)
+PROBE_ID = "mcp-session-mw-migrate-probe"
 
 
 class BadDumpError(ConfigurationError):
@@ -331,8 +337,12 @@ def _summary(out: TextIO, args: argparse.Namespace, tally: Tally) -> None:
 
 
 async def _migrate_command(args: argparse.Namespace, out: TextIO, make_store: StoreMaker) -> int:
+    if args.store is not None:
+        raise ConfigurationError(MSG_NO_STORE_FLAG)
     source = make_store(_side(args, args.from_option), args.source)
     target = make_store(_side(args, args.to_option), args.target)
+    if source.key(PROBE_ID) != target.key(PROBE_ID):
+        raise ConfigurationError(MSG_OTHER_HASHING)
 
     async def body() -> int:
         progress = None

@@ -13,6 +13,7 @@ from mcp_session_mw import SessionRecord, StreamState
 from mcp_session_mw.cli import EXIT_NOT_FOUND, EXIT_OK, EXIT_USAGE
 from mcp_session_mw.migrate import (
     MSG_BAD_LINE,
+    MSG_OTHER_HASHING,
     BadDumpError,
     StoreSource,
     Tally,
@@ -261,6 +262,9 @@ def test_cli_migrate_dump_load(tmp_path: Path) -> None:
         {"other": True}
     ]
     assert run_cli("dump", "nobody", "--store", target).code == EXIT_NOT_FOUND
+    assert run_cli("migrate", "--from", source, "--to", target, "--store", source).code == 2
+    other = run_cli("migrate", "--from", source, "--to", target, "--to-option", "secret=s3")
+    assert (other.code, MSG_OTHER_HASHING in other.err) == (EXIT_USAGE, True)
     bad = tmp_path / "bad.jsonl"
     bad.write_text(lines[0] + "\n{\n")
     refused = run_cli("load", "--store", target, "--input", str(bad))
