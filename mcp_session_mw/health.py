@@ -73,10 +73,16 @@ async def check_store(
 ) -> Readiness:
     """One round trip to ``store`` within ``timeout`` seconds; never raises a store error.
 
+    Through a wrapper (caching, encryption) the round trip goes to the backend.
+
     ``opener`` (an async callable) runs first, inside the same timeout: the
     middleware's ``open_store``, so a store that was down at startup is opened
     by the first probe that finds it back.
     """
+    from .stores.delegating import DelegatingStore
+
+    while isinstance(store, DelegatingStore):  # the backend itself, not a cache in front
+        store = store.backend
     started = time.monotonic()
     reason: str | None = None
     with anyio.move_on_after(timeout) as scope:

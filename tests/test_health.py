@@ -124,3 +124,13 @@ async def test_ready_on_every_backend(store: Store) -> None:
         ready = await client.get("/readyz")
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
+
+
+async def test_a_cache_in_front_does_not_hide_a_backend_that_is_down() -> None:
+    from mcp_session_mw.stores.caching import CachingStore
+
+    cached = CachingStore(MemoryStore(), create_store("redis://127.0.0.1:1/0"))
+    probe = ReadinessProbe(cached, timeout=5)
+    result = await probe.check()
+    await cached.close()
+    assert (result.ready, result.reason) == (False, REASON_UNAVAILABLE)
