@@ -1,5 +1,4 @@
-"""The index of live sessions (a sorted set by expiry) and what spans sessions:
-listing, cleanup of expired sessions, purging a prefix."""
+"""The index of live sessions (a sorted set by expiry): listing, cleanup, purging a prefix."""
 
 from __future__ import annotations
 
