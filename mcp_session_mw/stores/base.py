@@ -69,6 +69,7 @@ _STREAM_ID_RE = re.compile(r"[^\s]+")
 # Messages tests assert on.
 MSG_BAD_LOCK_NAME = "a lock name is 1 to 64 characters of A-Z a-z 0-9 _ . : -"
 MSG_NOT_A_KEY = "a session key is a 64-character lowercase hex digest"
+MSG_CANNOT_LIST = "{store} cannot list a session's streams: it needs its own _list_streams"
 MSG_BAD_LOCK_TTL = "a lock's ttl must be a positive number of seconds"
 
 
@@ -628,13 +629,8 @@ class Store(abc.ABC):
         raise NotImplementedError
 
     async def _list_streams(self, key: str) -> list[StreamState]:
-        """The states of every stream of the live session under ``key``; backends override it.
-
-        The default serves the SQL and Redis stores from :mod:`.listing`.
-        """
-        from .listing import list_streams
-
-        return await list_streams(self, key)
+        """The states of every stream of the live session under ``key``; backends override it."""
+        raise NotImplementedError(MSG_CANNOT_LIST.format(store=type(self).__name__))
 
     @abc.abstractmethod
     async def _read_events(

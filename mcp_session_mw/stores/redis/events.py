@@ -173,6 +173,12 @@ class RedisEventLog(RedisBase):
             removed = await DELETE_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
         return int(removed)
 
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        with self._guard:
+            members = await self.client.smembers(f"{self._base(key)}:streams")
+        states = [await self._load_stream(key, text(m)) for m in sorted(members)]
+        return [state for state in states if state is not None]
+
     async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
         args = [num(self.now()), keep, *stream_ids]
         with self._guard:

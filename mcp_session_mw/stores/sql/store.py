@@ -286,6 +286,9 @@ class SQLStore(Store):
             return await super()._write_stream(key, stream_id, items, open_as, finish, max_events)
         return stored_batch(stream_id, last_seq, items)
 
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        return await self._streams.list(key, self.now())
+
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         return await self._streams.delete(key, stream_id)
 

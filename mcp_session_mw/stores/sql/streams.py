@@ -125,6 +125,22 @@ class StreamRows:
 
         return await self._db.read(load)
 
+    async def list(self, key: str, now: float) -> list[StreamState]:
+        """Every stream of the live session under ``key``, ordered by stream id."""
+        streams = self._db.t.streams
+        query = (
+            sa.select(streams.c.stream_id)
+            .join(self._db.t.sessions, self._db.t.sessions.c.key == streams.c.session_key)
+            .where(streams.c.session_key == key, self._db.t.live(key, now))
+            .order_by(streams.c.stream_id)
+        )
+
+        async def stream_ids(conn: AsyncConnection) -> list[str]:
+            return [str(row[0]) for row in (await conn.execute(query)).all()]
+
+        states = [await self.load(key, sid, now) for sid in await self._db.read(stream_ids)]
+        return [state for state in states if state is not None]
+
     async def change(
         self, key: str, stream_id: str, values: dict[str, Any], now: float, *, notify: bool
     ) -> None:
