@@ -287,7 +287,7 @@ class SQLStore(Store):
         return stored_batch(stream_id, last_seq, items)
 
     async def _list_streams(self, key: str) -> list[StreamState]:
-        return await self._streams.list(key, self.now())
+        return await self._streams.of_session(key, self.now())
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         return await self._streams.delete(key, stream_id)

@@ -125,7 +125,7 @@ class StreamRows:
 
         return await self._db.read(load)
 
-    async def list(self, key: str, now: float) -> list[StreamState]:
+    async def of_session(self, key: str, now: float) -> list[StreamState]:
         """Every stream of the live session under ``key``, ordered by stream id."""
         streams = self._db.t.streams
         query = (
