@@ -120,7 +120,10 @@ MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
 
 DEFAULT_TTL = 3600.0
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-DEFAULT_MAX_LOCAL_SESSIONS = 10_000
+DEFAULT_MAX_LOCAL_SESSIONS = 1_000
+DEFAULT_APP_SESSION_IDLE_TIMEOUT = 300.0
+APP_FULL = 503
+"""The status of an app that holds all the sessions it may (the SDK's "Too many open sessions")."""
 DEFAULT_INITIALIZE_TTL = 60.0
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
@@ -159,6 +162,7 @@ class SessionMiddleware:
         path: str | None = "/mcp",
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
+        app_session_idle_timeout: float | None = DEFAULT_APP_SESSION_IDLE_TIMEOUT,
         principal: PrincipalFn | None = default_principal,
         store_options: Mapping[str, Any] | None = None,
         sse_retry_ms: int | None = 1000,
@@ -185,6 +189,10 @@ class SessionMiddleware:
             raise ConfigurationError("max_body_size must be a positive number of bytes")
         if max_local_sessions <= 0:
             raise ConfigurationError("max_local_sessions must be positive")
+        if app_session_idle_timeout is not None and not (
+            math.isfinite(app_session_idle_timeout) and app_session_idle_timeout > 0
+        ):
+            raise ConfigurationError("app_session_idle_timeout must be positive seconds (or None)")
         if sse_retry_ms is not None and sse_retry_ms < 0:
             raise ConfigurationError("sse_retry_ms must not be negative")
         if not stream_lease > 0:
@@ -252,7 +260,8 @@ class SessionMiddleware:
             max_streams_per_session=max_streams_per_session,
             max_stream_seconds=max_stream_seconds,
         )
-        self._locals = LocalSessions(max_local_sessions)
+        self._locals = LocalSessions(max_local_sessions, self.store.now)
+        self.app_session_idle_timeout = app_session_idle_timeout
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
@@ -287,14 +296,15 @@ class SessionMiddleware:
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
             return
-        headers = RequestHeads(scope["headers"])
-        if not is_handshake_lane(headers.version):
-            await self.app(scope, receive, send)  # Divergence #2: modern lane.
-            return
         if self.max_header_size is not None and header_too_large(
             scope["headers"], self.max_header_size
         ):
+            # Before the lane is told: the limit holds on the modern lane too.
             await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
+            return
+        headers = RequestHeads(scope["headers"])
+        if not is_handshake_lane(headers.version):
+            await self.app(scope, receive, send)  # Divergence #2: modern lane.
             return
         method = scope["method"]
         token = set_fingerprint(NO_SESSION)  # _resolve and _initialize set the session's
@@ -375,6 +385,8 @@ class SessionMiddleware:
                     tg.start_soon(self.janitor.run)
                 if self.drain.grace > 0:
                     tg.start_soon(self.drain.watch)
+                if self.app_session_idle_timeout is not None:
+                    tg.start_soon(self._close_idle, self.app_session_idle_timeout)
                 task_status.started()
                 await stop.wait()
                 self._background = None
@@ -398,7 +410,7 @@ class SessionMiddleware:
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
     ) -> None:
-        if not all(map(_is_json, headers.content_types)):
+        if not headers.content_types or not all(map(_is_json, headers.content_types)):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
@@ -479,7 +491,12 @@ class SessionMiddleware:
         app_scope = with_headers(scope, {}, drop=frozenset({_SESSION}))
         token = _current.set(session)
         try:
+            if self.mode != "stateless":
+                await self._close_local(scope, self._locals.make_room())
             answer = await call_and_capture(self.app, app_scope, body)
+            if answer.status == APP_FULL and await self._evict_for_app(scope, None):
+                # The app holds all it may: one of ours made room; it ran nothing.
+                answer = await call_and_capture(self.app, app_scope, body)
         finally:
             _current.reset(token)
         app_id = answer.header(SESSION_HEADER)
@@ -507,6 +524,7 @@ class SessionMiddleware:
         if self.mode != "stateless":  # a stateless session is kept only while it is busy
             session._set_record(record)
             local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
+            local.scope = app_scope
             await self._remember(scope, session_id, local)
             self._start_worker(scope, session_id, local, negotiated)
         await _send_captured(send, answer, session_id)
@@ -738,11 +756,21 @@ class SessionMiddleware:
                 if app_id is None and self.mode != "stateless":
                     try:
                         app_id = await self._app_session(scope, session_id, local, record)
-                    except AppSessionError:
+                    except AppSessionError as exc:
                         log_failure(logger, "re-creating a session in the app failed")
-                        await send_error(
-                            send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
-                        )
+                        if exc.status == APP_FULL:  # full of sessions busy here: a moment
+                            await send_error(
+                                send,
+                                503,
+                                INTERNAL_ERROR,
+                                MSG_APP_SESSION_FAILED,
+                                request_id,
+                                _RETRY_AFTER,
+                            )
+                        else:
+                            await send_error(
+                                send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
+                            )
                         return
                 set_headers = {_VERSION: version.encode()}
                 if app_id is not None:
@@ -1006,9 +1034,16 @@ class SessionMiddleware:
             return local.app_id
         async with self._locals.lock(session_id):
             if local.app_id is None:
-                app_id = await recreate_app_session(self.app, scope, record)
+                try:
+                    app_id = await recreate_app_session(self.app, scope, record)
+                except AppSessionError as exc:
+                    if exc.status != APP_FULL or not await self._evict_for_app(scope, session_id):
+                        raise
+                    # The app holds all it may: one of ours made room; try once more.
+                    app_id = await recreate_app_session(self.app, scope, record)
                 self._learn_mode(app_id)
                 local.app_id = app_id
+                local.scope = scope
                 local.applied_setup = record.meta.get(SETUP_META_KEY)
                 self._start_worker(scope, session_id, local, record.protocol_version)
                 if app_id is not None:
@@ -1040,8 +1075,34 @@ class SessionMiddleware:
             logger.info("driving the app in %s mode", self.mode)
 
     async def _remember(self, scope: Scope, session_id: str, local: LocalSession) -> None:
-        for app_id in self._locals.put(session_id, local):
-            await close_app_session(self.app, scope, app_id, DEFAULT_REVISION)
+        await self._close_local(scope, self._locals.put(session_id, local))
+
+    async def _evict_for_app(self, scope: Scope, keep: str | None) -> bool:
+        """Close the least recently used idle app session of ours; False if there is none."""
+        if self.mode == "stateless":
+            return False
+        evicted = self._locals.evict_one(keep)
+        if evicted is None:
+            return False
+        logger.info("the app is full: closed the least recently used app session to make room")
+        await self._close_local(scope, [evicted])
+        return True
+
+    async def _close_local(self, scope: Scope | None, entries: list[LocalSession]) -> None:
+        """Close the app sessions of entries taken out of the map, as whoever opened each."""
+        for entry in entries:
+            on = entry.scope or scope
+            if entry.app_id is not None and on is not None:
+                await close_app_session(self.app, on, entry.app_id, DEFAULT_REVISION)
+
+    async def _close_idle(self, timeout: float) -> None:
+        """Close app sessions no request used for ``timeout`` seconds (a cache, not the truth)."""
+        while True:
+            await anyio.sleep(min(timeout / 4, 30.0))
+            idle = self._locals.idle(timeout)
+            if idle:
+                logger.info("closing %d idle app sessions", len(idle))
+                await self._close_local(None, idle)
 
     async def _not_found(self, send: Send, request_id: RequestId) -> None:
         await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND, request_id)

@@ -277,7 +277,7 @@ async def test_other_paths_pass_through() -> None:
     transport = httpx.ASGITransport(app=middleware)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
         assert (await client.post("/health", content=b"x")).status_code == 204
-        assert (await client.post("/mcp", content=b"{}")).status_code == 400
+        assert (await client.post("/mcp", json={})).status_code == 400
 
 
 async def test_restart_rehydrates_the_session(stateless: bool) -> None:
