@@ -11,9 +11,11 @@ Divergences from the MCP SDK's own session handling, on purpose:
    same 404, so a probe learns nothing about which ids exist.
 5. A session this process does not hold is re-created in the app from the
    stored client parameters (see :mod:`mcp_session_mw.rehydrate`).
-6. Methods other than GET, POST and DELETE get 405 from the middleware
-   (OPTIONS passes through): the SDK's stateful app opens a new session of its
-   own for such a request and sends its id back.
+6. Methods other than GET, POST and DELETE get 405 from the middleware, and
+   an OPTIONS that is no CORS preflight gets 204 with ``Allow``: the SDK's
+   stateful app opens a new session of its own for such a request and sends
+   its id back. A preflight goes to the app (its CORS layer answers it) without
+   a session id, and an app id in the answer is removed and that session closed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
@@ -38,6 +41,7 @@ from .asgi import (
     RequestHeads,
     body_only,
     call_and_capture,
+    drain_body,
     header_too_large,
     read_body,
     replay_body,
@@ -104,9 +108,11 @@ from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
     StreamOptions,
+    answer_events_lost,
     follow_stream,
     parse_event_id,
     wants_priming,
+    was_evicted,
 )
 from .watch import OPEN_DELAY, StreamWatcher
 
@@ -135,7 +141,8 @@ REPLY_HANDOVER_TIMEOUT = 10.0
 _SESSION = SESSION_HEADER.encode()
 _VERSION = VERSION_HEADER.encode()
 _RETRY_AFTER = [(b"retry-after", b"1")]
-_ALLOW = [(b"allow", b"GET, POST, DELETE")]
+_ALLOW = [(b"allow", b"GET, POST, DELETE, OPTIONS")]
+_CLOSE = [(b"connection", b"close")]
 _DROP_SESSION = frozenset({_SESSION})
 
 
@@ -316,7 +323,7 @@ class SessionMiddleware:
             elif method == "GET":
                 await self._get(scope, receive, send, headers)
             elif method == "OPTIONS":
-                await self.app(scope, receive, send)  # CORS preflight is the app's business
+                await self._options(scope, receive, send)
             else:
                 # Divergence #6: answered here; the SDK would open (and leak) an app session.
                 await send_error(send, 405, INVALID_REQUEST, MSG_METHOD_NOT_ALLOWED, None, _ALLOW)
@@ -405,6 +412,28 @@ class SessionMiddleware:
         finally:
             self.drain.release()
 
+    # -- OPTIONS ---------------------------------------------------------------------
+
+    async def _options(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Divergence #6: no OPTIONS opens an app session the client would learn of."""
+        if not any(name == b"access-control-request-method" for name, _ in scope["headers"]):
+            await send_empty(send, 204, _ALLOW)
+            return
+        minted: list[str] = []
+
+        async def strip_app_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                app_id = Headers(raw=message.get("headers", [])).get(SESSION_HEADER)
+                if app_id is not None:
+                    minted.append(app_id)
+                    _rewrite_session_header(message, None)
+            await send(message)
+
+        app_scope = with_headers(scope, {}, drop=_DROP_SESSION)
+        await self.app(app_scope, receive, strip_app_id)
+        for app_id in minted:  # the SDK drops its own on a refusal; another app may not
+            await close_app_session(self.app, app_scope, app_id, DEFAULT_REVISION)
+
     # -- POST ----------------------------------------------------------------------
 
     async def _post(
@@ -416,7 +445,9 @@ class SessionMiddleware:
         try:
             body = await read_body(receive, self.max_body_size)
         except BodyTooLarge:
-            await send_error(send, 413, INVALID_REQUEST, MSG_BODY_TOO_LARGE)
+            # Read on (bounded) so the client, still sending, gets to read the 413.
+            await drain_body(receive)
+            await send_error(send, 413, INVALID_REQUEST, MSG_BODY_TOO_LARGE, None, _CLOSE)
             return
         except ClientDisconnected:
             return
@@ -555,6 +586,10 @@ class SessionMiddleware:
                     # event of its response, or OPEN_DELAY (plus a TICK) after its start.
                     await anyio.sleep(3 * OPEN_DELAY)
                     state = await self.store.load_stream(session_id, position[0])
+                if position is not None and state is None and was_evicted(record.meta, position[0]):
+                    # Removed by max_streams_per_session: its events are lost, as a trimmed one's.
+                    await answer_events_lost(send, session_id)
+                    return
                 if position is None or state is None:
                     # Another session's id is answered exactly like an unknown one.
                     await send_error(send, 400, INVALID_REQUEST, MSG_BAD_EVENT_ID)
