@@ -13,9 +13,11 @@ official SDK's stateful app (``MCPServer``, one tool, no session cap):
   process does not hold (``max_local_sessions=1``, two sessions taken in turn,
   so every call re-creates and evicts), in alternating rounds: the difference
   is the re-creation cost.
-- ``scale``: 100,000 sessions created in the store (``initialize`` through
-  the middleware), then a ``tools/call`` on a sample of them, in one process
-  with the shipped defaults: the process's RSS at the end and at its peak.
+- ``scale``: 100,000 sessions created (``initialize`` through the middleware,
+  or with ``--seed`` straight in the store, as initialize writes them), then a
+  ``tools/call`` on a sample of them (each re-created, the least recently used
+  closed), in one process with the shipped defaults: the process's RSS at the
+  end and at its peak.
 
 Each part runs in a fresh subprocess so its RSS is its own.
 
@@ -73,6 +75,14 @@ def peak_rss_bytes() -> int:
 
 @asynccontextmanager
 async def serving(store_url: str, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async with serving_with(store_url, **options) as (client, _):
+        yield client
+
+
+@asynccontextmanager
+async def serving_with(
+    store_url: str, **options: Any
+) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     sys.path.insert(0, str(ROOT))
     from mcp.server.mcpserver import MCPServer
 
@@ -92,7 +102,34 @@ async def serving(store_url: str, **options: Any) -> AsyncIterator[httpx.AsyncCl
         async with httpx.AsyncClient(
             transport=transport, base_url="http://127.0.0.1:8000"
         ) as client:
-            yield client
+            yield client, middleware
+
+
+async def seed(middleware: Any, count: int) -> list[str]:
+    """Create ``count`` sessions straight in the store, as initialize would have."""
+    from mcp_session_mw.protocol import mint_session_id
+    from mcp_session_mw.records import SessionRecord
+
+    await middleware.open_store()
+    ids = []
+    now = middleware.store.now()
+    for _ in range(count):
+        session_id = mint_session_id()
+        record = SessionRecord(
+            key="",
+            protocol_version="2025-06-18",
+            requested_protocol_version="2025-06-18",
+            client_info=INIT["params"]["clientInfo"],  # type: ignore[index]
+            capabilities={},
+            principal=None,
+            created_at=now,
+            last_accessed=now,
+            expires_at=now + middleware.ttl,
+            ttl=middleware.ttl,
+        )
+        await middleware.store.create(session_id, record)
+        ids.append(session_id)
+    return ids
 
 
 async def initialize(client: httpx.AsyncClient) -> str:
@@ -165,11 +202,13 @@ async def recreate(store_url: str, rounds: int, calls: int) -> dict[str, Any]:
     }
 
 
-async def scale(store_url: str, sessions: int, sample: int) -> dict[str, Any]:
+async def scale(store_url: str, sessions: int, sample: int, seeded: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    async with serving(store_url) as client:
+    async with serving_with(store_url) as (client, middleware):
         ids = []
-        for i in range(sessions):
+        if seeded:
+            ids = await seed(middleware, sessions)
+        for i in range(0 if seeded else sessions):
             ids.append(await initialize(client))
             if i % 10_000 == 9_999:
                 print(f"  {i + 1} sessions, rss {rss_bytes() / 2**20:.0f} MB", file=sys.stderr)
@@ -181,6 +220,7 @@ async def scale(store_url: str, sessions: int, sample: int) -> dict[str, Any]:
         rss = rss_bytes()
     return {
         "sessions": sessions,
+        "created": "in the store" if seeded else "by initialize",
         "sampled_calls": len(ids[::step]),
         "seconds_to_create": created_s,
         "rss_mb": rss / 2**20,
@@ -204,7 +244,7 @@ def child(args: argparse.Namespace) -> None:
         elif args.child == "recreate":
             result = asyncio.run(recreate(url, args.rounds, args.calls))
         else:
-            result = asyncio.run(scale(url, args.sessions, args.sample))
+            result = asyncio.run(scale(url, args.sessions, args.sample, args.seed))
     print(json.dumps(result))
 
 
@@ -217,6 +257,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--sample", type=int, default=2000)
+    parser.add_argument(
+        "--seed",
+        action="store_true",
+        help="scale: create the sessions straight in the store, not by initialize",
+    )
     parser.add_argument("--child", choices=["held", "recreate", "scale"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

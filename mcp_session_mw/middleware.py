@@ -520,10 +520,10 @@ class SessionMiddleware:
         session = Session(session_id, self.store, provisional)
         # Divergence #3: a session id sent with initialize is dropped, never adopted.
         app_scope = with_headers(scope, {}, drop=frozenset({_SESSION}))
+        if self.mode != "stateless":
+            await self._close_local(scope, self._locals.make_room())
         token = _current.set(session)
         try:
-            if self.mode != "stateless":
-                await self._close_local(scope, self._locals.make_room())
             answer = await call_and_capture(self.app, app_scope, body)
             if answer.status == APP_FULL and await self._evict_for_app(scope, None):
                 # The app holds all it may: one of ours made room; it ran nothing.
