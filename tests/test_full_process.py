@@ -18,10 +18,11 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_session_mw import ConfigurationError, MemoryStore, SessionMiddleware, Store, create_store
+from mcp_session_mw.jsonrpc import MSG_APP_SESSION_FAILED
 from mcp_session_mw.rehydrate import LocalSession, LocalSessions
 
 from .asgi_lifespan import lifespan
-from .test_middleware import HEADERS, INIT, call, initialize
+from .test_middleware import HEADERS, INIT, assert_jsonrpc_error, call, initialize
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +232,22 @@ async def test_a_preflight_is_answered_by_the_apps_cors_layer() -> None:
         assert answer.status_code == 200
         assert answer.headers["access-control-allow-origin"] == "http://example.test"
         assert spy.opened == []
+
+
+async def test_a_re_creation_on_an_app_full_of_foreign_sessions_is_503_with_retry_after() -> None:
+    """Nothing of ours to close: the client is told to come back, not given a 500."""
+    store = MemoryStore()
+    async with processes(store, [None, 1]) as [(a, _), (b, spy)]:
+        session_id = await initialize(a)
+        raw = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=spy.app), base_url="http://127.0.0.1:8000"
+        )
+        async with raw:
+            assert (await raw.post("/mcp", json=INIT, headers=HEADERS)).status_code == 200
+            refused = await b.post(
+                "/mcp",
+                json={"jsonrpc": "2.0", "id": 7, "method": "tools/list"},
+                headers={**HEADERS, "mcp-session-id": session_id},
+            )
+            assert_jsonrpc_error(refused, 503, MSG_APP_SESSION_FAILED, 7)
+            assert refused.headers["retry-after"] == "1"
