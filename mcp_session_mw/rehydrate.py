@@ -15,6 +15,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import anyio
@@ -185,16 +186,16 @@ class LocalSessions:
         return lock
 
     def _shed(self, size: int, keep: str | None = None) -> list[LocalSession]:
-        evicted: list[LocalSession] = []
-        if len(self._entries) <= size:
-            return evicted
-        for session_id in [
+        excess = len(self._entries) - max(size, 0)
+        if excess <= 0:
+            return []
+        # Least recently used first; the walk stops once enough are found.
+        idle = (
             session_id
             for session_id, entry in self._entries.items()
             if not entry.busy and session_id != keep
-        ][: len(self._entries) - max(size, 0)]:
-            evicted.append(self._remove(session_id))
-        return evicted
+        )
+        return [self._remove(session_id) for session_id in list(islice(idle, excess))]
 
     def _remove(self, session_id: str) -> LocalSession:
         entry = self._entries.pop(session_id)
