@@ -14,7 +14,6 @@ import pytest
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Message, Receive, Scope, Send
 
 from mcp_session_mw import ConfigurationError, MemoryStore, SessionMiddleware, Store, create_store
@@ -194,44 +193,6 @@ def test_a_busy_entry_is_never_evicted() -> None:
 def test_bad_app_session_idle_timeout_raises(value: float) -> None:
     with pytest.raises(ConfigurationError):
         SessionMiddleware(Starlette(), store=MemoryStore(), app_session_idle_timeout=value)
-
-
-# -- OPTIONS ---------------------------------------------------------------------------
-
-
-async def test_options_opens_no_app_session_and_leaks_no_app_id() -> None:
-    async with processes(MemoryStore(), [None]) as [(client, spy)]:
-        for _ in range(5):
-            plain = await client.options("/mcp")
-            assert plain.status_code == 204
-            assert "OPTIONS" in plain.headers["allow"]
-            assert "mcp-session-id" not in plain.headers
-        assert spy.opened == []
-        # A preflight is the app's (here: no CORS layer, so the SDK refuses it).
-        preflight = {"origin": "http://127.0.0.1:8000", "access-control-request-method": "POST"}
-        for _ in range(3):
-            answer = await client.options("/mcp", headers=preflight)
-            assert "mcp-session-id" not in answer.headers
-        assert spy.open_now == 0  # whatever it opened for them is closed
-
-
-async def test_a_preflight_is_answered_by_the_apps_cors_layer() -> None:
-    spy = AppSpy(None)
-    cors = CORSMiddleware(spy, allow_origins=["http://example.test"], allow_methods=["POST"])
-    middleware = SessionMiddleware(cors, store=MemoryStore())
-    async with (
-        lifespan(middleware),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=middleware), base_url="http://127.0.0.1:8000"
-        ) as client,
-    ):
-        answer = await client.options(
-            "/mcp",
-            headers={"origin": "http://example.test", "access-control-request-method": "POST"},
-        )
-        assert answer.status_code == 200
-        assert answer.headers["access-control-allow-origin"] == "http://example.test"
-        assert spy.opened == []
 
 
 async def test_a_re_creation_on_an_app_full_of_foreign_sessions_is_503_with_retry_after() -> None:
