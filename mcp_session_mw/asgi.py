@@ -41,6 +41,34 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         message = await receive()
 
 
+DRAIN_BYTES = 64 * 1024 * 1024
+"""At most this much of a refused body is read (and dropped) before the refusal is sent."""
+DRAIN_SECONDS = 5.0
+"""... and for no longer than this."""
+
+
+async def drain_body(
+    receive: Receive, max_bytes: int = DRAIN_BYTES, seconds: float = DRAIN_SECONDS
+) -> bool:
+    """Read and drop the rest of a request body, up to a bound; True if it all came.
+
+    A server that answers while the client is still sending, then closes,
+    resets the connection, and the client loses the answer with it; reading
+    the rest first lets it read the answer. The bounds keep a client from
+    holding the connection with a body that never ends.
+    """
+    size = 0
+    with anyio.move_on_after(seconds):
+        while size <= max_bytes:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return True
+    return False
+
+
 def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that yields ``body`` once, then defers to the real one."""
     sent = False

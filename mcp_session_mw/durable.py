@@ -52,6 +52,7 @@ from .streams import (
     error_event,
     is_response_to,
     mint_stream_id,
+    note_evicted,
     priming_event,
     wants_priming,
 )
@@ -462,10 +463,15 @@ class DurableResponse:
         if not new:
             return
         try:
-            await self.store.record_streams(self.session_id, new, keep=cap)
+            dropped = await self.store.record_streams(self.session_id, new, keep=cap)
         except StoreError:
             pending[:0] = new  # the next stream tries again
             raise
+        if dropped:
+            # Their resume gets the "events lost" error, not an unknown id's 400.
+            await self.store.update_meta(
+                self.session_id, lambda meta: note_evicted(meta, dropped, cap)
+            )
 
     async def _write(self, queue: MemoryObjectReceiveStream[_Item]) -> None:
         """Store each burst of queued events in one call, then forward it."""

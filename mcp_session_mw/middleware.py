@@ -11,9 +11,11 @@ Divergences from the MCP SDK's own session handling, on purpose:
    same 404, so a probe learns nothing about which ids exist.
 5. A session this process does not hold is re-created in the app from the
    stored client parameters (see :mod:`mcp_session_mw.rehydrate`).
-6. Methods other than GET, POST and DELETE get 405 from the middleware
-   (OPTIONS passes through): the SDK's stateful app opens a new session of its
-   own for such a request and sends its id back.
+6. Methods other than GET, POST and DELETE get 405 from the middleware, and
+   an OPTIONS that is no CORS preflight gets 204 with ``Allow``: the SDK's
+   stateful app opens a new session of its own for such a request and sends
+   its id back. A preflight goes to the app (its CORS layer answers it) without
+   a session id, and an app id in the answer is removed and that session closed.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
@@ -38,6 +41,7 @@ from .asgi import (
     RequestHeads,
     body_only,
     call_and_capture,
+    drain_body,
     header_too_large,
     read_body,
     replay_body,
@@ -104,9 +108,11 @@ from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
     StreamOptions,
+    answer_events_lost,
     follow_stream,
     parse_event_id,
     wants_priming,
+    was_evicted,
 )
 from .watch import OPEN_DELAY, StreamWatcher
 
@@ -120,7 +126,10 @@ MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
 
 DEFAULT_TTL = 3600.0
 DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-DEFAULT_MAX_LOCAL_SESSIONS = 10_000
+DEFAULT_MAX_LOCAL_SESSIONS = 1_000
+DEFAULT_APP_SESSION_IDLE_TIMEOUT = 300.0
+APP_FULL = 503
+"""The status of an app that holds all the sessions it may (the SDK's "Too many open sessions")."""
 DEFAULT_INITIALIZE_TTL = 60.0
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
@@ -132,7 +141,8 @@ REPLY_HANDOVER_TIMEOUT = 10.0
 _SESSION = SESSION_HEADER.encode()
 _VERSION = VERSION_HEADER.encode()
 _RETRY_AFTER = [(b"retry-after", b"1")]
-_ALLOW = [(b"allow", b"GET, POST, DELETE")]
+_ALLOW = [(b"allow", b"GET, POST, DELETE, OPTIONS")]
+_CLOSE = [(b"connection", b"close")]
 _DROP_SESSION = frozenset({_SESSION})
 
 
@@ -159,6 +169,7 @@ class SessionMiddleware:
         path: str | None = "/mcp",
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
+        app_session_idle_timeout: float | None = DEFAULT_APP_SESSION_IDLE_TIMEOUT,
         principal: PrincipalFn | None = default_principal,
         store_options: Mapping[str, Any] | None = None,
         sse_retry_ms: int | None = 1000,
@@ -185,6 +196,10 @@ class SessionMiddleware:
             raise ConfigurationError("max_body_size must be a positive number of bytes")
         if max_local_sessions <= 0:
             raise ConfigurationError("max_local_sessions must be positive")
+        if app_session_idle_timeout is not None and not (
+            math.isfinite(app_session_idle_timeout) and app_session_idle_timeout > 0
+        ):
+            raise ConfigurationError("app_session_idle_timeout must be positive seconds (or None)")
         if sse_retry_ms is not None and sse_retry_ms < 0:
             raise ConfigurationError("sse_retry_ms must not be negative")
         if not stream_lease > 0:
@@ -252,7 +267,8 @@ class SessionMiddleware:
             max_streams_per_session=max_streams_per_session,
             max_stream_seconds=max_stream_seconds,
         )
-        self._locals = LocalSessions(max_local_sessions)
+        self._locals = LocalSessions(max_local_sessions, self.store.now)
+        self.app_session_idle_timeout = app_session_idle_timeout
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
@@ -287,14 +303,15 @@ class SessionMiddleware:
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
             return
-        headers = RequestHeads(scope["headers"])
-        if not is_handshake_lane(headers.version):
-            await self.app(scope, receive, send)  # Divergence #2: modern lane.
-            return
         if self.max_header_size is not None and header_too_large(
             scope["headers"], self.max_header_size
         ):
+            # Before the lane is told: the limit holds on the modern lane too.
             await send_error(send, 431, INVALID_REQUEST, MSG_HEADER_TOO_LARGE)
+            return
+        headers = RequestHeads(scope["headers"])
+        if not is_handshake_lane(headers.version):
+            await self.app(scope, receive, send)  # Divergence #2: modern lane.
             return
         method = scope["method"]
         token = set_fingerprint(NO_SESSION)  # _resolve and _initialize set the session's
@@ -306,7 +323,7 @@ class SessionMiddleware:
             elif method == "GET":
                 await self._get(scope, receive, send, headers)
             elif method == "OPTIONS":
-                await self.app(scope, receive, send)  # CORS preflight is the app's business
+                await self._options(scope, receive, send)
             else:
                 # Divergence #6: answered here; the SDK would open (and leak) an app session.
                 await send_error(send, 405, INVALID_REQUEST, MSG_METHOD_NOT_ALLOWED, None, _ALLOW)
@@ -375,6 +392,8 @@ class SessionMiddleware:
                     tg.start_soon(self.janitor.run)
                 if self.drain.grace > 0:
                     tg.start_soon(self.drain.watch)
+                if self.app_session_idle_timeout is not None:
+                    tg.start_soon(self._close_idle, self.app_session_idle_timeout)
                 task_status.started()
                 await stop.wait()
                 self._background = None
@@ -393,18 +412,42 @@ class SessionMiddleware:
         finally:
             self.drain.release()
 
+    # -- OPTIONS ---------------------------------------------------------------------
+
+    async def _options(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Divergence #6: no OPTIONS opens an app session the client would learn of."""
+        if not any(name == b"access-control-request-method" for name, _ in scope["headers"]):
+            await send_empty(send, 204, _ALLOW)
+            return
+        minted: list[str] = []
+
+        async def strip_app_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                app_id = Headers(raw=message.get("headers", [])).get(SESSION_HEADER)
+                if app_id is not None:
+                    minted.append(app_id)
+                    _rewrite_session_header(message, None)
+            await send(message)
+
+        app_scope = with_headers(scope, {}, drop=_DROP_SESSION)
+        await self.app(app_scope, receive, strip_app_id)
+        for app_id in minted:  # the SDK drops its own on a refusal; another app may not
+            await close_app_session(self.app, app_scope, app_id, DEFAULT_REVISION)
+
     # -- POST ----------------------------------------------------------------------
 
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
     ) -> None:
-        if not all(map(_is_json, headers.content_types)):
+        if not headers.content_types or not all(map(_is_json, headers.content_types)):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
             body = await read_body(receive, self.max_body_size)
         except BodyTooLarge:
-            await send_error(send, 413, INVALID_REQUEST, MSG_BODY_TOO_LARGE)
+            # Read on (bounded) so the client, still sending, gets to read the 413.
+            await drain_body(receive)
+            await send_error(send, 413, INVALID_REQUEST, MSG_BODY_TOO_LARGE, None, _CLOSE)
             return
         except ClientDisconnected:
             return
@@ -477,9 +520,14 @@ class SessionMiddleware:
         session = Session(session_id, self.store, provisional)
         # Divergence #3: a session id sent with initialize is dropped, never adopted.
         app_scope = with_headers(scope, {}, drop=frozenset({_SESSION}))
+        if self.mode != "stateless":
+            await self._close_local(scope, self._locals.make_room())
         token = _current.set(session)
         try:
             answer = await call_and_capture(self.app, app_scope, body)
+            if answer.status == APP_FULL and await self._evict_for_app(scope, None):
+                # The app holds all it may: one of ours made room; it ran nothing.
+                answer = await call_and_capture(self.app, app_scope, body)
         finally:
             _current.reset(token)
         app_id = answer.header(SESSION_HEADER)
@@ -507,6 +555,7 @@ class SessionMiddleware:
         if self.mode != "stateless":  # a stateless session is kept only while it is busy
             session._set_record(record)
             local = LocalSession(session, app_id if self.mode == "rehydrate" else None)
+            local.scope = app_scope
             await self._remember(scope, session_id, local)
             self._start_worker(scope, session_id, local, negotiated)
         await _send_captured(send, answer, session_id)
@@ -537,6 +586,10 @@ class SessionMiddleware:
                     # event of its response, or OPEN_DELAY (plus a TICK) after its start.
                     await anyio.sleep(3 * OPEN_DELAY)
                     state = await self.store.load_stream(session_id, position[0])
+                if position is not None and state is None and was_evicted(record.meta, position[0]):
+                    # Removed by max_streams_per_session: its events are lost, as a trimmed one's.
+                    await answer_events_lost(send, session_id)
+                    return
                 if position is None or state is None:
                     # Another session's id is answered exactly like an unknown one.
                     await send_error(send, 400, INVALID_REQUEST, MSG_BAD_EVENT_ID)
@@ -738,11 +791,21 @@ class SessionMiddleware:
                 if app_id is None and self.mode != "stateless":
                     try:
                         app_id = await self._app_session(scope, session_id, local, record)
-                    except AppSessionError:
+                    except AppSessionError as exc:
                         log_failure(logger, "re-creating a session in the app failed")
-                        await send_error(
-                            send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
-                        )
+                        if exc.status == APP_FULL:  # full of sessions busy here: a moment
+                            await send_error(
+                                send,
+                                503,
+                                INTERNAL_ERROR,
+                                MSG_APP_SESSION_FAILED,
+                                request_id,
+                                _RETRY_AFTER,
+                            )
+                        else:
+                            await send_error(
+                                send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
+                            )
                         return
                 set_headers = {_VERSION: version.encode()}
                 if app_id is not None:
@@ -1006,9 +1069,16 @@ class SessionMiddleware:
             return local.app_id
         async with self._locals.lock(session_id):
             if local.app_id is None:
-                app_id = await recreate_app_session(self.app, scope, record)
+                try:
+                    app_id = await recreate_app_session(self.app, scope, record)
+                except AppSessionError as exc:
+                    if exc.status != APP_FULL or not await self._evict_for_app(scope, session_id):
+                        raise
+                    # The app holds all it may: one of ours made room; try once more.
+                    app_id = await recreate_app_session(self.app, scope, record)
                 self._learn_mode(app_id)
                 local.app_id = app_id
+                local.scope = scope
                 local.applied_setup = record.meta.get(SETUP_META_KEY)
                 self._start_worker(scope, session_id, local, record.protocol_version)
                 if app_id is not None:
@@ -1040,8 +1110,34 @@ class SessionMiddleware:
             logger.info("driving the app in %s mode", self.mode)
 
     async def _remember(self, scope: Scope, session_id: str, local: LocalSession) -> None:
-        for app_id in self._locals.put(session_id, local):
-            await close_app_session(self.app, scope, app_id, DEFAULT_REVISION)
+        await self._close_local(scope, self._locals.put(session_id, local))
+
+    async def _evict_for_app(self, scope: Scope, keep: str | None) -> bool:
+        """Close the least recently used idle app session of ours; False if there is none."""
+        if self.mode == "stateless":
+            return False
+        evicted = self._locals.evict_one(keep)
+        if evicted is None:
+            return False
+        logger.info("the app is full: closed the least recently used app session to make room")
+        await self._close_local(scope, [evicted])
+        return True
+
+    async def _close_local(self, scope: Scope | None, entries: list[LocalSession]) -> None:
+        """Close the app sessions of entries taken out of the map, as whoever opened each."""
+        for entry in entries:
+            on = entry.scope or scope
+            if entry.app_id is not None and on is not None:
+                await close_app_session(self.app, on, entry.app_id, DEFAULT_REVISION)
+
+    async def _close_idle(self, timeout: float) -> None:
+        """Close app sessions no request used for ``timeout`` seconds (a cache, not the truth)."""
+        while True:
+            await anyio.sleep(min(timeout / 4, 30.0))
+            idle = self._locals.idle(timeout)
+            if idle:
+                logger.info("closing %d idle app sessions", len(idle))
+                await self._close_local(None, idle)
 
     async def _not_found(self, send: Send, request_id: RequestId) -> None:
         await send_error(send, 404, INVALID_REQUEST, MSG_SESSION_NOT_FOUND, request_id)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 import anyio
@@ -48,6 +50,11 @@ _DROP = frozenset(
 class AppSessionError(Exception):
     """The app refused to re-create a session (it answered an error to initialize)."""
 
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        """The app's HTTP status (503: the SDK's answer when it holds all the sessions it may)."""
+
 
 class LocalSession:
     """What this process knows about one durable session.
@@ -57,7 +64,16 @@ class LocalSession:
     (``busy``), and then, without its handle, while it has streams to record.
     """
 
-    __slots__ = ("_unrecorded", "app_id", "applied_setup", "busy", "session", "worker")
+    __slots__ = (
+        "_unrecorded",
+        "app_id",
+        "applied_setup",
+        "busy",
+        "scope",
+        "session",
+        "used_at",
+        "worker",
+    )
 
     def __init__(self, session: Session | None, app_id: str | None = None) -> None:
         self.session = session
@@ -68,6 +84,10 @@ class LocalSession:
         """The recorded session setup (see setup_replay) the app session has had."""
         self.busy = 0
         """Requests of the session this process is handling."""
+        self.scope: Scope | None = None
+        """The request the app session was opened on: its close goes out as the same caller."""
+        self.used_at = 0.0
+        """When a request of the session last found this entry (the store's clock)."""
         self._unrecorded: list[str] | None = None
 
     @property
@@ -88,15 +108,22 @@ class LocalSession:
 
 
 class LocalSessions:
-    """A bounded LRU map of durable id → :class:`LocalSession`.
+    """A bounded LRU map of durable id → :class:`LocalSession`: a cache of app sessions.
 
-    When it is full, the least recently used entry is dropped and the caller is
-    told its app id so the app session can be closed too (otherwise the app's
-    own session limit would fill up with sessions nobody maps to).
+    Any process can re-create a session from the store, so an entry is only
+    worth its memory while it is used. Entries leave, least recently used
+    first, when the map is full (:meth:`make_room`, :meth:`put`), when the app
+    is full (:meth:`evict_one`) and when idle (:meth:`idle`); the caller closes
+    the app session of each entry it is handed (otherwise the app's own session
+    limit would fill up with sessions nobody maps to). An entry with a request
+    running here (``busy``) is never taken out, so no request loses its app
+    session under it; while every entry is busy the map may hold more than
+    ``capacity``, by the requests in flight at most.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, clock: Callable[[], float]) -> None:
         self.capacity = capacity
+        self._clock = clock
         self._entries: OrderedDict[str, LocalSession] = OrderedDict()
         self._locks: dict[str, anyio.Lock] = {}
 
@@ -107,27 +134,43 @@ class LocalSessions:
         entry = self._entries.get(session_id)
         if entry is not None:
             self._entries.move_to_end(session_id)
+            entry.used_at = self._clock()
         return entry
 
-    def put(self, session_id: str, entry: LocalSession) -> list[str]:
-        """Insert or refresh; returns app ids of evicted entries."""
+    def put(self, session_id: str, entry: LocalSession) -> list[LocalSession]:
+        """Insert or refresh; returns the entries evicted to stay within ``capacity``."""
+        entry.used_at = self._clock()
         self._entries[session_id] = entry
         self._entries.move_to_end(session_id)
-        evicted: list[str] = []
-        while len(self._entries) > self.capacity:
-            old_id, old = self._entries.popitem(last=False)
-            old.stop_worker()
-            self._locks.pop(old_id, None)
-            if old.app_id is not None:
-                evicted.append(old.app_id)
-        return evicted
+        return self._shed(self.capacity, keep=session_id)
+
+    def make_room(self) -> list[LocalSession]:
+        """Evict until one more entry fits; returns the evicted entries."""
+        return self._shed(self.capacity - 1)
+
+    def evict_one(self, keep: str | None = None) -> LocalSession | None:
+        """Evict the least recently used idle entry holding an app session (not ``keep``)."""
+        for session_id, entry in self._entries.items():
+            if session_id != keep and not entry.busy and entry.app_id is not None:
+                self._remove(session_id)
+                return entry
+        return None
+
+    def idle(self, timeout: float) -> list[LocalSession]:
+        """Evict the entries no request found for ``timeout`` seconds; returns them."""
+        cutoff = self._clock() - timeout
+        idle: list[str] = []
+        for session_id, entry in self._entries.items():
+            if entry.used_at > cutoff:
+                break  # least recently used first: the rest are newer
+            if not entry.busy:
+                idle.append(session_id)
+        return [self._remove(session_id) for session_id in idle]
 
     def discard(self, session_id: str, entry: LocalSession) -> None:
         """Drop ``entry`` if it is still the one kept for the session."""
         if self._entries.get(session_id) is entry:
-            del self._entries[session_id]
-            self._locks.pop(session_id, None)
-            entry.stop_worker()
+            self._remove(session_id)
 
     def pop(self, session_id: str) -> LocalSession | None:
         self._locks.pop(session_id, None)
@@ -141,6 +184,24 @@ class LocalSessions:
         if lock is None:
             lock = self._locks[session_id] = anyio.Lock()
         return lock
+
+    def _shed(self, size: int, keep: str | None = None) -> list[LocalSession]:
+        excess = len(self._entries) - max(size, 0)
+        if excess <= 0:
+            return []
+        # Least recently used first; the walk stops once enough are found.
+        idle = (
+            session_id
+            for session_id, entry in self._entries.items()
+            if not entry.busy and session_id != keep
+        )
+        return [self._remove(session_id) for session_id in list(islice(idle, excess))]
+
+    def _remove(self, session_id: str) -> LocalSession:
+        entry = self._entries.pop(session_id)
+        self._locks.pop(session_id, None)
+        entry.stop_worker()
+        return entry
 
 
 def internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
@@ -167,7 +228,9 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
     init_scope = internal_scope(scope, "POST", {b"content-type": _JSON, b"accept": _ACCEPT})
     answer = await call_and_capture(app, init_scope, body)
     if not 200 <= answer.status < 300:
-        raise AppSessionError(f"the app answered {answer.status} to a re-created initialize")
+        raise AppSessionError(
+            f"the app answered {answer.status} to a re-created initialize", answer.status
+        )
     app_id = answer.header(SESSION_HEADER)
     if app_id is None:
         return None
@@ -185,7 +248,9 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
         app, notify_scope, b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
     )
     if not 200 <= done.status < 300:
-        raise AppSessionError(f"the app answered {done.status} to notifications/initialized")
+        raise AppSessionError(
+            f"the app answered {done.status} to notifications/initialized", done.status
+        )
     for request in setup_requests(record.meta):
         # Replay the logging level and subscriptions the client set up earlier.
         answer = await call_and_capture(

@@ -101,6 +101,7 @@ class SessionSettings(BaseSettings):
     max_body_size: int = _default("max_body_size")
     max_header_size: int | None = _default("max_header_size")
     max_local_sessions: int = _default("max_local_sessions")
+    app_session_idle_timeout: float | None = _default("app_session_idle_timeout")
     principal: ImportString[Callable[..., Any]] | None = _default("principal")
     sse_retry_ms: int | None = _default("sse_retry_ms")
     stream_lease: float = _default("stream_lease")

@@ -11,8 +11,10 @@ Divergences from the MCP SDK's event store, on purpose:
    client with a JSON-RPC error response for its request id, so nobody waits
    forever on a request whose process died.
 4. A resume position older than what is retained is answered with a JSON-RPC
-   error (``MSG_EVENTS_LOST``), never skipped silently; so are stored events that
-   fail to decrypt (``MSG_EVENTS_UNREADABLE``, see :mod:`mcp_session_mw.encryption`).
+   error (``MSG_EVENTS_LOST``), never skipped silently; so is a resume of a
+   stream ``max_streams_per_session`` removed (its request id went with it, so
+   the error's id is null), and stored events that fail to decrypt
+   (``MSG_EVENTS_UNREADABLE``, see :mod:`mcp_session_mw.encryption`).
 5. A resume of a finished request stream whose last event is no response for
    its request is ended with an error response for it (``MSG_NO_RESPONSE``,
    sent, not stored), never with nothing: a client would resume forever.
@@ -36,7 +38,7 @@ from . import metrics
 from .errors import CorruptRecordError, StoreError
 from .jsonrpc import INTERNAL_ERROR, RequestId
 from .protocol import PRIMING_REVISION, SESSION_HEADER
-from .records import StoredEvent, StreamState
+from .records import JSONValue, StoredEvent, StreamState
 from .sse import encode_event
 from .stores.base import Store
 
@@ -56,6 +58,8 @@ MSG_EVENTS_LOST = "Events lost: the resume position is older than the events sti
 MSG_EVENTS_UNREADABLE = "Events lost: the stored events of this stream cannot be decrypted"
 STREAM_ORPHANED = -32001
 EVENTS_LOST = -32002
+EVICTED_META_KEY = "evicted_streams"
+"""The session ``meta`` key listing the streams ``max_streams_per_session`` removed, newest last."""
 
 _SSE_HEADERS = [
     (b"content-type", b"text/event-stream"),
@@ -329,6 +333,40 @@ async def _end_unreadable(store: Store, session_id: str, stream_id: str, send: S
         await _send_body(
             send, encode_event(error_event(request_id, EVENTS_LOST, MSG_EVENTS_UNREADABLE))
         )
+
+
+def note_evicted(
+    meta: dict[str, JSONValue], stream_ids: list[str], keep: int
+) -> dict[str, JSONValue]:
+    """``meta`` with ``stream_ids`` added to the removed streams, the newest ``keep`` kept."""
+    known = meta.get(EVICTED_META_KEY)
+    noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+    noted += [stream_id for stream_id in stream_ids if stream_id not in noted]
+    return {**meta, EVICTED_META_KEY: noted[-keep:]}
+
+
+def was_evicted(meta: dict[str, JSONValue], stream_id: str) -> bool:
+    """True if ``max_streams_per_session`` removed this stream of the session (lately)."""
+    known = meta.get(EVICTED_META_KEY)
+    return isinstance(known, list) and stream_id in known
+
+
+async def answer_events_lost(send: Send, session_id: str) -> None:
+    """Answer the resume of a removed stream: the same error as a trimmed one (id null)."""
+    metrics.REPLAY_GAPS.inc()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_SSE_HEADERS, (SESSION_HEADER.encode(), session_id.encode())],
+        }
+    )
+    await send(
+        {
+            "type": "http.response.body",
+            "body": encode_event(error_event(None, EVENTS_LOST, MSG_EVENTS_LOST)),
+        }
+    )
 
 
 async def _end_orphan(store: Store, session_id: str, state: StreamState, send: Send) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -317,6 +318,24 @@ async def test_an_overlong_header_is_431() -> None:
             "/mcp", json=INIT, headers={**HEADERS, "authorization": "Bearer " + "t" * 8192}
         )
         assert response.status_code == 200  # no limit: the header is the app's business
+
+
+async def test_the_header_limit_holds_on_the_modern_lane_too() -> None:
+    """The limit is applied before the lane is told, so a modern-lane request gets it too."""
+    modern = {**HEADERS, "mcp-protocol-version": "2026-07-28"}
+    async with serving(build_sdk_app(), store=MemoryStore(), max_header_size=100) as client:
+        response = await client.post("/mcp", json=INIT, headers={**modern, "x-padding": "p" * 100})
+        assert_jsonrpc_error(response, 431, MSG_HEADER_TOO_LARGE, None)
+        passed = await client.post("/mcp", json=INIT, headers=modern)
+        assert passed.status_code != 431  # within the limit: the app's to answer
+
+
+async def test_a_post_without_content_type_is_415() -> None:
+    async with serving(build_sdk_app(), store=MemoryStore()) as client:
+        body = json.dumps(INIT).encode()
+        response = await client.post("/mcp", content=body, headers={"accept": HEADERS["accept"]})
+        assert "content-type" not in response.request.headers
+        assert_jsonrpc_error(response, 415, MSG_UNSUPPORTED_MEDIA_TYPE, None)
 
 
 @pytest.mark.parametrize(

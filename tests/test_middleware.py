@@ -24,6 +24,7 @@ from mcp_session_mw.jsonrpc import (
 )
 from mcp_session_mw.records import SessionRecord
 from mcp_session_mw.session import current_session_or_none
+from mcp_session_mw.streams import EVENTS_LOST, MSG_EVENTS_LOST
 
 pytestmark = pytest.mark.anyio
 
@@ -277,7 +278,7 @@ async def test_other_paths_pass_through() -> None:
     transport = httpx.ASGITransport(app=middleware)
     async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
         assert (await client.post("/health", content=b"x")).status_code == 204
-        assert (await client.post("/mcp", content=b"{}")).status_code == 400
+        assert (await client.post("/mcp", json={})).status_code == 400
 
 
 async def test_restart_rehydrates_the_session(stateless: bool) -> None:
@@ -441,7 +442,23 @@ async def test_streams_per_session_are_capped_oldest_first() -> None:
                 "last-event-id": f"{stream_ids[0]}.0",
             },
         )
-        assert gone.status_code == 400
+        # The same "events lost" error as a trimmed stream's (its request id went with it).
+        assert gone.status_code == 200
+        [lost] = messages(gone)
+        assert lost == {
+            "jsonrpc": "2.0",
+            "id": None,
+            "error": {"code": EVENTS_LOST, "message": MSG_EVENTS_LOST},
+        }
+        unknown = await client.get(
+            "/mcp",
+            headers={
+                **headers,
+                "accept": "text/event-stream",
+                "last-event-id": "0123456789abcdef.3",
+            },
+        )
+        assert unknown.status_code == 400  # never a stream of this session: unknown
         kept = await client.get(
             "/mcp",
             headers={

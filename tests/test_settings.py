@@ -93,6 +93,8 @@ def test_environment_reaches_the_middleware(monkeypatch: pytest.MonkeyPatch) -> 
         "MCP_SESSION_MAX_SESSIONS": "500",
         "MCP_SESSION_MAX_SESSIONS_PER_PRINCIPAL": "5",
         "MCP_SESSION_MAX_HEADER_SIZE": "",  # empty counts as unset
+        "MCP_SESSION_MAX_LOCAL_SESSIONS": "20",
+        "MCP_SESSION_APP_SESSION_IDLE_TIMEOUT": "none",
     }.items():
         monkeypatch.setenv(name, value)
     middleware = SessionMiddleware.from_settings(app)
@@ -107,6 +109,8 @@ def test_environment_reaches_the_middleware(monkeypatch: pytest.MonkeyPatch) -> 
     assert middleware.streams.lease_seconds == 3
     assert middleware.streams.max_events_per_stream is None
     assert middleware.streams.max_stream_seconds == 30
+    assert middleware._locals.capacity == 20
+    assert middleware.app_session_idle_timeout is None
     settings = SessionSettings()
     assert settings.initialize_ttl is None
     assert settings.max_sessions == 500
