@@ -8,6 +8,7 @@
     mcp-session-mw sessions purge-expired
     mcp-session-mw sessions stats
     mcp-session-mw db upgrade [--table-prefix P]
+    mcp-session-mw proxy --upstream URL ...   (see mcp_session_mw.proxy_cli)
 
 Every command takes ``--store URL`` (default: ``$MCP_SESSION_STORE_URL``, else
 the middleware's default SQLite file), ``--store-option NAME=VALUE`` (merged
@@ -38,6 +39,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from . import proxy_cli
 from .errors import (
     ConfigurationError,
     MissingExtraError,
@@ -119,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Inspect and maintain an mcp-session-mw session store."
     )
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{sessions,db}")
+    topics = parser.add_subparsers(dest="topic", required=True, metavar="{sessions,db,proxy}")
 
     sessions = topics.add_parser("sessions", help="list, show, delete and count sessions")
     actions = sessions.add_subparsers(dest="action", required=True)
@@ -140,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     db_actions.add_parser(
         "upgrade", parents=[common], help="migrate the SQL tables to this release's schema"
     )
+    proxy_cli.add_parser(topics)
     return parser
 
 
@@ -392,7 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        anyio.run(_run, args, sys.stdout)
+        if args.topic == "proxy":
+            proxy_cli.run(args)
+        else:
+            anyio.run(_run, args, sys.stdout)
     except (ConfigurationError, MissingExtraError, UsageError) as exc:
         return _fail(EXIT_USAGE, str(exc))
     except StoreUnavailableError as exc:

@@ -88,6 +88,7 @@ from .protocol import (
 )
 from .records import SessionRecord, StreamState
 from .rehydrate import (
+    GATEWAY_STATUSES,
     AppSessionError,
     LocalSession,
     LocalSessions,
@@ -738,10 +739,11 @@ class SessionMiddleware:
                 if app_id is None and self.mode != "stateless":
                     try:
                         app_id = await self._app_session(scope, session_id, local, record)
-                    except AppSessionError:
+                    except AppSessionError as exc:
                         log_failure(logger, "re-creating a session in the app failed")
+                        refused = exc.status if exc.status in GATEWAY_STATUSES else 500
                         await send_error(
-                            send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
+                            send, refused, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
                         )
                         return
                 set_headers = {_VERSION: version.encode()}

@@ -45,8 +45,18 @@ _DROP = frozenset(
 )
 
 
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+"""App answers the client gets as they are when a re-creation fails (an upstream that is
+down or slow behind a proxy); any other refusal is the middleware's 500."""
+
+
 class AppSessionError(Exception):
     """The app refused to re-create a session (it answered an error to initialize)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+        """The app's answer; a gateway status (see GATEWAY_STATUSES) is passed to the client."""
 
 
 class LocalSession:
@@ -167,7 +177,9 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
     init_scope = internal_scope(scope, "POST", {b"content-type": _JSON, b"accept": _ACCEPT})
     answer = await call_and_capture(app, init_scope, body)
     if not 200 <= answer.status < 300:
-        raise AppSessionError(f"the app answered {answer.status} to a re-created initialize")
+        raise AppSessionError(
+            f"the app answered {answer.status} to a re-created initialize", answer.status
+        )
     app_id = answer.header(SESSION_HEADER)
     if app_id is None:
         return None
@@ -185,7 +197,9 @@ async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord
         app, notify_scope, b'{"jsonrpc":"2.0","method":"notifications/initialized"}'
     )
     if not 200 <= done.status < 300:
-        raise AppSessionError(f"the app answered {done.status} to notifications/initialized")
+        raise AppSessionError(
+            f"the app answered {done.status} to notifications/initialized", done.status
+        )
     for request in setup_requests(record.meta):
         # Replay the logging level and subscriptions the client set up earlier.
         answer = await call_and_capture(
