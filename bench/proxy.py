@@ -58,7 +58,8 @@ CLIENTS = 16
 WINDOW = 2.0
 ROUNDS = 5
 LATENCY_WINDOW = 1.5
-ORDER = ("ts", "forward", "proxy", "sdk", "mw")
+KEEP_ALIVE = 600
+"""Idle seconds a server keeps a client connection: the clients idle while others are measured."""
 
 
 class Command(ServerProcess):
@@ -97,7 +98,7 @@ def forward_server(upstream: str) -> Command:
 
 def proxy_server(upstream: str, url: str, prefix: str) -> Command:
     command = [sys.executable, "-m", "mcp_session_mw.cli", "proxy", "--upstream", upstream]
-    command += ["--store", url, "--log-level", "warning"]
+    command += ["--store", url, "--log-level", "warning", "--keep-alive", str(KEEP_ALIVE)]
     if not url.startswith("memory"):
         option = "prefix" if url.startswith("redis") else "table_prefix"
         command += ["--store-option", f"{option}={prefix}"]
@@ -221,7 +222,8 @@ def serve_forward(upstream: str, port: int) -> None:
 
     from mcp_session_mw.proxy import UpstreamApp
 
-    uvicorn.run(UpstreamApp(upstream), host=HOST, port=port, log_level="warning", lifespan="on")
+    app = UpstreamApp(upstream)
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE)
 
 
 def main() -> None:

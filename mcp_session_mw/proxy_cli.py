@@ -3,7 +3,8 @@
 ::
 
     mcp-session-mw proxy --upstream URL [--store URL] [--host H] [--port P]
-        [--path /mcp] [--workers N] [--upstream-timeout S] [--upstream-header NAME=VALUE]
+        [--path /mcp] [--workers N] [--keep-alive S] [--upstream-timeout S]
+        [--upstream-header NAME=VALUE]
         [--store-option NAME=VALUE] [--ttl S] [--mode M] ... (every SessionMiddleware option)
 
 Runs ``SessionMiddleware(UpstreamApp(URL))`` on uvicorn. Every middleware
@@ -43,6 +44,7 @@ STORE_ENV = "MCP_SESSION_STORE_URL"
 STORE_OPTIONS_ENV = "MCP_SESSION_STORE_OPTIONS"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
+DEFAULT_KEEP_ALIVE = 75.0
 
 # Messages tests assert on.
 MSG_NO_UPSTREAM = f"--upstream (or {UPSTREAM_ENV}) is required"
@@ -101,6 +103,15 @@ def add_parser(topics: Any) -> argparse.ArgumentParser:
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}")
     server.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
     server.add_argument("--log-level", default="info", help="uvicorn's log level")
+    server.add_argument(
+        "--keep-alive",
+        type=float,
+        default=DEFAULT_KEEP_ALIVE,
+        metavar="S",
+        help="seconds an idle client connection is kept open (uvicorn's timeout_keep_alive; "
+        f"default {DEFAULT_KEEP_ALIVE:g}): longer than the idle timeout of the load balancer "
+        "in front",
+    )
     session = parser.add_argument_group("session middleware")
     session.add_argument("--store", metavar="URL", help=f"store URL (${STORE_ENV})")
     session.add_argument(
@@ -236,5 +247,6 @@ def run(args: argparse.Namespace) -> None:
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
+        timeout_keep_alive=args.keep_alive,
         lifespan="on",
     )
