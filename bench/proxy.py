@@ -20,8 +20,16 @@ process's own (user + system, from /proc): for ``proxy`` that is the proxy's
 own cost per call, the upstream's CPU not included. A last phase times single
 calls (one client) on ``ts`` and ``proxy`` alternately for the added p50.
 
+Rates on a shared two-core machine move a lot; ``--instructions`` counts
+instead, with callgrind as bench/instructions.py does (its ``calls`` driver,
+in-process, one call at a time), the instructions per ``tools/call`` of
+``forward`` and ``proxy`` (memory store) against a running ``ts``, whose own
+work is in another process and not counted, next to ``sdk`` and ``mw`` (the
+Python SDK app in-process, bare and wrapped).
+
     .venv/bin/python bench/proxy.py
     .venv/bin/python bench/proxy.py --stores memory redis --clients 8 --window 3
+    .venv/bin/python bench/proxy.py --instructions [--calls 300 --base 100]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import instructions
 from common import HOST, ServerProcess, machine, median
 from requests import (
     AppServer,
@@ -47,7 +57,10 @@ from requests import (
     percentile,
     store_prefix,
 )
+from starlette.types import ASGIApp
 from streaming import _drop, reachable, store_url
+
+from mcp_session_mw import SessionMiddleware
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -217,6 +230,58 @@ def run(stores: Sequence[str], clients: int, window: float, rounds: int) -> list
     return runs
 
 
+INSTRUCTION_VARIANTS = ("sdk", "mw", "forward", "proxy")
+
+
+def instruction_app(variant: str, upstream: str) -> ASGIApp:
+    from mcp_session_mw.proxy import UpstreamApp
+
+    if variant in ("sdk", "mw"):
+        return instructions.build(variant, "bench:")
+    forward = UpstreamApp(upstream)
+    if variant == "forward":
+        return forward
+    return SessionMiddleware(forward, store="memory://", mode="rehydrate")
+
+
+def counted(variant: str, upstream: str, count: int) -> int:
+    """Instructions of one run of ``count`` calls under callgrind (this process only)."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        command += [sys.executable, __file__, "--run", variant, upstream, str(count)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        found = re.search(r"Collected : (\d+)", done.stderr) or re.search(
+            r"refs:\s+([\d,]+)", done.stderr
+        )
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"{variant}: callgrind run failed\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+
+def count_instructions(calls: int, base: int) -> list[str]:
+    lines = [
+        f"Instructions per `tools/call` in the serving process (callgrind, {calls} calls"
+        f" after {base}); the TypeScript server's own work is in its process, not counted.",
+        "",
+        "| variant | what runs in the process | instructions per call |",
+        "|---|---|---:|",
+    ]
+    what = {
+        "sdk": "the Python SDK app, bare",
+        "mw": "SessionMiddleware + the Python SDK app (memory store)",
+        "forward": "UpstreamApp alone, forwarding to the TS server",
+        "proxy": "SessionMiddleware + UpstreamApp (memory store), forwarding to the TS server",
+    }
+    with ts_server() as ts:
+        for variant in INSTRUCTION_VARIANTS:
+            total = counted(variant, ts.url, base + calls) - counted(variant, ts.url, base)
+            line = f"| {variant} | {what[variant]} | {total / calls / 1e6:.3f} M |"
+            print(line, flush=True)
+            lines.append(line)
+    return lines
+
+
 def serve_forward(upstream: str, port: int) -> None:
     import uvicorn
 
@@ -232,11 +297,22 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=CLIENTS)
     parser.add_argument("--window", type=float, default=WINDOW, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--instructions", action="store_true", help="count instructions instead")
+    parser.add_argument("--calls", type=int, default=300, help="--instructions: calls counted")
+    parser.add_argument("--base", type=int, default=100, help="--instructions: warm-up calls")
+    parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-forward", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_forward:
         serve_forward(args.serve_forward, args.port)
+        return
+    if args.run:
+        variant, upstream, count = args.run
+        asyncio.run(instructions.calls(instruction_app(variant, upstream), int(count)))
+        return
+    if args.instructions:
+        print("\n".join(count_instructions(args.calls, args.base)))
         return
     here = Path(tempfile.gettempdir())
     stores = [s for s in args.stores if s == "memory" or reachable(store_url(s, here))]
