@@ -259,7 +259,7 @@ def counted(variant: str, upstream: str, count: int) -> int:
         return int(found.group(1).replace(",", ""))
 
 
-def count_instructions(calls: int, base: int) -> list[str]:
+def count_instructions(calls: int, base: int, variants: Sequence[str]) -> list[str]:
     lines = [
         f"Instructions per `tools/call` in the serving process (callgrind, {calls} calls"
         f" after {base}); the TypeScript server's own work is in its process, not counted.",
@@ -274,7 +274,7 @@ def count_instructions(calls: int, base: int) -> list[str]:
         "proxy": "SessionMiddleware + UpstreamApp (memory store), forwarding to the TS server",
     }
     with ts_server() as ts:
-        for variant in INSTRUCTION_VARIANTS:
+        for variant in variants:
             total = counted(variant, ts.url, base + calls) - counted(variant, ts.url, base)
             line = f"| {variant} | {what[variant]} | {total / calls / 1e6:.3f} M |"
             print(line, flush=True)
@@ -300,6 +300,13 @@ def main() -> None:
     parser.add_argument("--instructions", action="store_true", help="count instructions instead")
     parser.add_argument("--calls", type=int, default=300, help="--instructions: calls counted")
     parser.add_argument("--base", type=int, default=100, help="--instructions: warm-up calls")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=INSTRUCTION_VARIANTS,
+        default=list(INSTRUCTION_VARIANTS),
+        help="--instructions: which to count",
+    )
     parser.add_argument("--run", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--serve-forward", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -312,7 +319,7 @@ def main() -> None:
         asyncio.run(instructions.calls(instruction_app(variant, upstream), int(count)))
         return
     if args.instructions:
-        print("\n".join(count_instructions(args.calls, args.base)))
+        print("\n".join(count_instructions(args.calls, args.base, args.variants)))
         return
     here = Path(tempfile.gettempdir())
     stores = [s for s in args.stores if s == "memory" or reachable(store_url(s, here))]
