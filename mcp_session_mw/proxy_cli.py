@@ -249,4 +249,8 @@ def run(args: argparse.Namespace) -> None:
         log_level=args.log_level,
         timeout_keep_alive=args.keep_alive,
         lifespan="on",
+        # The client address UpstreamApp appends to X-Forwarded-For must be the TCP
+        # peer's, as nginx's $proxy_add_x_forwarded_for; uvicorn would put the last
+        # forwarded address there, and it would be appended twice.
+        proxy_headers=False,
     )
