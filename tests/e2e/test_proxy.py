@@ -270,13 +270,16 @@ def proxy_of(router: Alternating, tool: str) -> list[int]:
 
 
 def raw_headers(session_id: str, **extra: str) -> dict[str, str]:
-    return {
+    """Headers of a request in ``session_id`` (none yet: ``""``), plus ``extra``."""
+    headers = {
         "content-type": "application/json",
         "accept": "application/json, text/event-stream",
-        SESSION: session_id,
         "mcp-protocol-version": HANDSHAKE,
         **extra,
     }
+    if session_id:
+        headers[SESSION] = session_id
+    return headers
 
 
 def sse_events(text: str) -> list[tuple[str | None, Any]]:
@@ -449,3 +452,33 @@ async def test_elicitation_completes_when_replies_land_on_the_other_proxy(pair: 
         and asked.get(json.dumps(s.sent.get("id"))) not in (None, s.index)
     ]
     assert relayed, "no reply reached the proxy that did not ask: nothing was relayed"
+
+
+async def test_a_forwarded_client_is_listed_once_then_the_peer(pair: Pair) -> None:
+    """X-Forwarded-For from a balancer in front gets the proxy's TCP peer appended, once."""
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": HANDSHAKE,
+            "capabilities": {},
+            "clientInfo": {"name": "x", "version": "1"},
+        },
+    }
+    forwarded = {"x-forwarded-for": "203.0.113.9"}
+    with anyio.fail_after(TEST_TIMEOUT):
+        async with httpx.AsyncClient(timeout=30) as raw:
+            opened = await raw.post(pair.urls[0], json=init, headers=raw_headers("", **forwarded))
+            assert opened.status_code == 200, opened.text
+            session_id = opened.headers[SESSION]
+            headers = raw_headers(session_id, **forwarded)
+            done = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+            assert (await raw.post(pair.urls[0], json=done, headers=headers)).status_code == 202
+            call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call"}
+            call["params"] = {"name": "whoami", "arguments": {}}
+            answer = await raw.post(pair.urls[0], json=call, headers=headers)
+            assert (await raw.delete(pair.urls[0], headers=headers)).status_code == 200
+    [(_, reply)] = [e for e in sse_events(answer.text) if e[1].get("id") == 2]
+    seen = json.loads(reply["result"]["content"][0]["text"])
+    assert seen["forwarded_for"] == "203.0.113.9, 127.0.0.1"
