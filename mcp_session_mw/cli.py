@@ -11,6 +11,7 @@
     mcp-session-mw doctor                      (mcp_session_mw.doctor)
     mcp-session-mw migrate --from URL --to URL (mcp_session_mw.migrate)
     mcp-session-mw dump [ID_OR_KEY] | load     (mcp_session_mw.migrate)
+    mcp-session-mw proxy --upstream URL ...    (mcp_session_mw.proxy_cli)
 
 Every command takes ``--store URL`` (default: ``$MCP_SESSION_STORE_URL``, else
 the middleware's default SQLite file), ``--store-option NAME=VALUE`` (merged
@@ -41,6 +42,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from . import proxy_cli
 from .errors import (
     ConfigurationError,
     MissingExtraError,
@@ -123,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Inspect and maintain an mcp-session-mw session store."
     )
     topics = parser.add_subparsers(
-        dest="topic", required=True, metavar="{sessions,db,doctor,migrate,dump,load}"
+        dest="topic", required=True, metavar="{sessions,db,doctor,migrate,dump,load,proxy}"
     )
 
     sessions = topics.add_parser("sessions", help="list, show, delete and count sessions")
@@ -150,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     doctor.register(topics, common)
     migrate.register(topics, common)
+    proxy_cli.add_parser(topics)
     return parser
 
 
@@ -416,7 +419,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        status = anyio.run(_run, args, sys.stdout)
+        if args.topic == "proxy":
+            proxy_cli.run(args)
+            status = 0
+        else:
+            status = anyio.run(_run, args, sys.stdout)
     except (ConfigurationError, MissingExtraError, UsageError) as exc:
         return _fail(EXIT_USAGE, str(exc))
     except StoreUnavailableError as exc:

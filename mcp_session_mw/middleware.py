@@ -92,6 +92,7 @@ from .protocol import (
 )
 from .records import SessionRecord, StreamState
 from .rehydrate import (
+    GATEWAY_STATUSES,
     AppSessionError,
     LocalSession,
     LocalSessions,
@@ -793,19 +794,17 @@ class SessionMiddleware:
                         app_id = await self._app_session(scope, session_id, local, record)
                     except AppSessionError as exc:
                         log_failure(logger, "re-creating a session in the app failed")
-                        if exc.status == APP_FULL:  # full of sessions busy here: a moment
-                            await send_error(
-                                send,
-                                503,
-                                INTERNAL_ERROR,
-                                MSG_APP_SESSION_FAILED,
-                                request_id,
-                                _RETRY_AFTER,
-                            )
-                        else:
-                            await send_error(
-                                send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
-                            )
+                        # A gateway status passes (an upstream down or slow behind a
+                        # proxy); an app full of sessions busy here asks for a moment.
+                        refused = exc.status if exc.status in GATEWAY_STATUSES else 500
+                        await send_error(
+                            send,
+                            refused,
+                            INTERNAL_ERROR,
+                            MSG_APP_SESSION_FAILED,
+                            request_id,
+                            _RETRY_AFTER if exc.status == APP_FULL else None,
+                        )
                         return
                 set_headers = {_VERSION: version.encode()}
                 if app_id is not None:

@@ -47,13 +47,19 @@ _DROP = frozenset(
 )
 
 
+GATEWAY_STATUSES = frozenset({502, 503, 504})
+"""App answers the client gets as they are when a re-creation fails (an upstream that is
+down or slow behind a proxy); any other refusal is the middleware's 500."""
+
+
 class AppSessionError(Exception):
     """The app refused to re-create a session (it answered an error to initialize)."""
 
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
-        """The app's HTTP status (503: the SDK's answer when it holds all the sessions it may)."""
+        """The app's HTTP status: 503 when the app holds all the sessions it may; a gateway
+        status (see GATEWAY_STATUSES) is passed to the client."""
 
 
 class LocalSession:

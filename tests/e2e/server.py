@@ -108,9 +108,13 @@ def server_process(
     env: dict[str, str] | None = None,
     *,
     start_timeout: float = START_TIMEOUT,
+    port: int | None = None,
 ) -> Iterator[ServerProcess]:
-    """As :func:`run_server`, yielding the process too (to signal it)."""
-    port = free_port()
+    """As :func:`run_server`, yielding the process too (to signal it).
+
+    ``port`` (default: a free one) lets a restarted server take its old address.
+    """
+    port = port or free_port()
     child_env = {**os.environ, **(env or {})}
     command = [sys.executable, *args, "--host", HOST, "--port", str(port)]
     with tempfile.TemporaryFile() as log:
