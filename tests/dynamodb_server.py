@@ -1,0 +1,99 @@
+"""A private DynamoDB-compatible server for tests: moto's standalone server on loopback.
+
+Started by the first test that asks for it (on a free port), stopped when the
+interpreter exits. Credentials and region are fake ones set in the
+environment, so the store and every server process a test starts find them
+through the standard AWS chain.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from .redis_cluster import free_port
+from .services import unavailable
+
+START_TIMEOUT = 30.0
+REGION = "us-east-1"
+NO_MOTO = "moto_server is not installed (pip install 'moto[server]', in the test extra)"
+NOT_STARTED = "moto_server did not answer on loopback"
+FAKE_AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
+
+_lock = threading.Lock()
+_endpoint: str | None = None
+
+
+def _binary() -> str:
+    found = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    if not Path(found).exists():
+        unavailable(NO_MOTO)
+    return found
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/moto-api/", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def endpoint() -> str:
+    """The loopback URL of the test DynamoDB server, started on first call."""
+    global _endpoint
+    with _lock:
+        if _endpoint is not None:
+            return _endpoint
+        binary = _binary()
+        os.environ.update(FAKE_AWS_ENV)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed at exit, with the server
+        proc = subprocess.Popen(
+            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        atexit.register(_stop, proc, log)
+        deadline = time.monotonic() + START_TIMEOUT
+        while not _answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.seek(0)
+                unavailable(f"{NOT_STARTED}: {log.read().decode(errors='replace')[-2000:]}")
+            time.sleep(0.1)
+        _endpoint = url
+        return url
+
+
+def store_url(table: str, *, create_table: bool = True) -> str:
+    flag = "&create_table=true" if create_table else ""
+    return f"dynamodb:///{table}?region={REGION}&endpoint_url={endpoint()}{flag}"
+
+
+def _stop(proc: subprocess.Popen[bytes], log: object) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    close = getattr(log, "close", None)
+    if close is not None:
+        close()
