@@ -17,7 +17,12 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import anyio
 
 from .redis_cluster import free_port
 from .services import unavailable
@@ -97,3 +102,23 @@ def _stop(proc: subprocess.Popen[bytes], log: object) -> None:
     close = getattr(log, "close", None)
     if close is not None:
         close()
+
+
+@contextmanager
+def dynamodb_table(prefix: str = "e2e") -> Iterator[str]:
+    """The URL of a table of its own (made on first use by whoever opens it), dropped after."""
+    url = store_url(f"{prefix}-{uuid.uuid4().hex[:10]}")
+    try:
+        yield url
+    finally:
+        anyio.run(_drop, url)
+
+
+async def _drop(url: str) -> None:
+    from mcp_session_mw import create_store
+
+    store = create_store(url)
+    try:
+        await store.drop_table()  # type: ignore[attr-defined]
+    finally:
+        await store.close()
