@@ -166,7 +166,7 @@ class Table:
                 config = Config(
                     connect_timeout=settings.connect_timeout,
                     read_timeout=settings.read_timeout,
-                    retries={"max_attempts": settings.max_attempts, "mode": "standard"},
+                    retries={"total_max_attempts": settings.max_attempts, "mode": "standard"},
                 )
                 stack = contextlib.AsyncExitStack()
                 try:
