@@ -1,7 +1,13 @@
-"""A private DynamoDB-compatible server for tests: moto's standalone server on loopback.
+"""A private DynamoDB-compatible server for tests: moto's server on loopback.
 
 Started by the first test that asks for it (on a free port), stopped when the
-interpreter exits. Credentials and region are fake ones set in the
+interpreter exits. It is moto's own server application (what ``moto_server``
+runs) with one change, made by running this module as a script: requests are
+handled one at a time. moto's threaded server checks a ConditionExpression and
+then writes, unlocked, so two concurrent conditional writes could both pass
+(3 of 50 concurrent compare-and-swap increments were lost in one run here);
+DynamoDB makes every single-item write atomic, and serial handling gives the
+store under test that guarantee. Credentials and region are fake ones set in the
 environment, so the store and every server process a test starts find them
 through the standard AWS chain.
 """
@@ -10,7 +16,6 @@ from __future__ import annotations
 
 import atexit
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +26,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -29,7 +35,8 @@ from .services import unavailable
 
 START_TIMEOUT = 30.0
 REGION = "us-east-1"
-NO_MOTO = "moto_server is not installed (pip install 'moto[server]', in the test extra)"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NO_MOTO = "moto's server is not installed (pip install 'moto[server]', in the test extra)"
 NOT_STARTED = "moto_server did not answer on loopback"
 FAKE_AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -42,11 +49,11 @@ _lock = threading.Lock()
 _endpoint: str | None = None
 
 
-def _binary() -> str:
-    found = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
-    if not Path(found).exists():
+def _check_moto() -> None:
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
         unavailable(NO_MOTO)
-    return found
 
 
 def _answers(url: str) -> bool:
@@ -63,13 +70,14 @@ def endpoint() -> str:
     with _lock:
         if _endpoint is not None:
             return _endpoint
-        binary = _binary()
+        _check_moto()
         os.environ.update(FAKE_AWS_ENV)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         log = tempfile.TemporaryFile()  # noqa: SIM115 - closed at exit, with the server
         proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.dynamodb_server", "127.0.0.1", str(port)],
+            cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -122,3 +130,26 @@ async def _drop(url: str) -> None:
         await store.drop_table()  # type: ignore[attr-defined]
     finally:
         await store.close()
+
+
+def serve(host: str, port: int) -> None:
+    """moto's server application, one request at a time (see the module docstring)."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def serial(environ: dict[str, object], start_response: Any) -> list[bytes]:
+        with one_at_a_time:
+            return list(app(environ, start_response))
+
+    run_simple(host, port, serial, threaded=True, request_handler=MotoRequestHandler)
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))

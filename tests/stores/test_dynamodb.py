@@ -30,6 +30,7 @@ from mcp_session_mw import (
     create_store,
 )
 from mcp_session_mw.stores.dynamodb import DynamoDBStore
+from mcp_session_mw.stores.dynamodb import client as client_module
 from mcp_session_mw.stores.dynamodb.client import TABLE_MISSING
 from mcp_session_mw.stores.dynamodb.items import MAX_ITEM_BYTES, TTL_ATTRIBUTE
 
@@ -125,6 +126,7 @@ def test_bad_bounds_are_configuration_errors() -> None:
 
 async def test_a_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "aiobotocore.session", None)
+    monkeypatch.setattr(client_module, "_sessions", [])
     store = create_store("dynamodb:///table?region=us-east-1")
     with pytest.raises(MissingExtraError, match=r"mcp-session-mw\[dynamodb\]"):
         await store.open()

@@ -133,12 +133,22 @@ def parse_url(url: str) -> dict[str, Any]:
     return found
 
 
-def _import_driver() -> Any:
-    try:
-        from aiobotocore.session import get_session
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise MissingExtraError("dynamodb", "aiobotocore") from exc
-    return get_session
+_sessions: list[Any] = []
+
+
+def _session() -> Any:
+    """The process's one aiobotocore session: it parses DynamoDB's service model once.
+
+    A session per store would parse it again for every client, which takes a
+    good part of a second on a busy machine.
+    """
+    if not _sessions:
+        try:
+            from aiobotocore.session import get_session
+        except ImportError as exc:
+            raise MissingExtraError("dynamodb", "aiobotocore") from exc
+        _sessions.append(get_session())
+    return _sessions[0]
 
 
 class Table:
@@ -158,7 +168,7 @@ class Table:
             return self._client
         async with self._lock:
             if self._client is None:
-                get_session = _import_driver()
+                session = _session()
                 from botocore.config import Config
                 from botocore.exceptions import NoRegionError
 
@@ -171,7 +181,7 @@ class Table:
                 stack = contextlib.AsyncExitStack()
                 try:
                     self._client = await stack.enter_async_context(
-                        get_session().create_client(
+                        session.create_client(
                             "dynamodb",
                             region_name=settings.region,
                             endpoint_url=settings.endpoint_url,

@@ -7,7 +7,11 @@ then one TransactWriteItems that checks the session is still live (and its
 write), puts the new state on the condition that its seqs are still the ones
 read (a compare-and-swap: concurrent appenders on any process get distinct,
 consecutive seqs) and puts the new events as chunk items. Either all of it is
-stored or none; a lost race reads again and retries.
+stored or none; a lost race reads again and retries. Opening a new stream
+(most often a whole response in one call) skips the read in its first round:
+it takes ``g`` from this process's last read of the session (the middleware
+has just loaded it) and assumes the stream is new; the transaction's
+conditions check both, and if either was wrong the round reads as usual.
 
 Events trimmed by ``max_events`` are invisible at once (reads start at the
 state's ``first_seq``); their chunks are deleted right after the write.
@@ -44,6 +48,9 @@ STREAM_NOT_FOUND = "stream not found"
 WRITE_RETRIES = 100
 """Rounds a stream write may lose its compare-and-swap before ConflictError."""
 
+HORIZON_CACHE_SIZE = 256
+"""Sessions whose ``g`` is kept: enough for the requests in flight, cleared when full."""
+
 _LIVE = "#x > :now AND #g = :g"
 
 
@@ -53,6 +60,16 @@ class EventLog:
     def __init__(self, table: Table, clock: Callable[[], float]) -> None:
         self._table = table
         self._clock = clock
+        self._horizons: dict[str, dict[str, Any]] = {}
+        """Session key -> its ``g`` when this process last read the session."""
+
+    def remember(self, session: dict[str, Any]) -> None:
+        """Note the ``g`` of a session item just read or written (a bounded cache)."""
+        if "g" not in session or "k" not in session:
+            return
+        if len(self._horizons) >= HORIZON_CACHE_SIZE:
+            self._horizons.clear()
+        self._horizons[session["k"]["S"]] = session["g"]
 
     async def snapshot(
         self, key: str, stream_id: str
@@ -67,8 +84,10 @@ class EventLog:
                 session = item
             else:
                 state = item
-        if session is not None and read_number(session["x"]) <= self._clock():
-            session = None
+        if session is not None:
+            self.remember(session)
+            if read_number(session["x"]) <= self._clock():
+                session = None
         return session, state
 
     async def write(
@@ -84,9 +103,16 @@ class EventLog:
     ) -> tuple[list[StoredEvent], StreamState]:
         """Open (``open_as``), append ``items``, finish, renew (``lease``): one transaction."""
         for attempt in range(WRITE_RETRIES):
-            session, found = await self.snapshot(key, stream_id)
-            if session is None:
-                raise SessionNotFoundError(SESSION_NOT_FOUND)
+            # A new stream's first round may take the session's g from the last read of
+            # it here instead of reading it again: the transaction's conditions check it.
+            guessed = self._horizons.get(key) if attempt == 0 and open_as is not None else None
+            if guessed is not None:
+                horizon_value, found = guessed, None
+            else:
+                session, found = await self.snapshot(key, stream_id)
+                if session is None:
+                    raise SessionNotFoundError(SESSION_NOT_FOUND)
+                horizon_value = session["g"]
             if found is None and open_as is None:
                 raise StreamNotFoundError(STREAM_NOT_FOUND)
             current = None if found is None else state_from_item(found)
@@ -113,35 +139,36 @@ class EventLog:
                     done=base.done or finish,
                     lease_expires=base.lease_expires if lease is None else lease,
                 )
-            horizon = read_number(session["g"])
+            horizon = read_number(horizon_value)
             kept = max(start, first)
             chunks = chunk_items(key, stream_id, kept, items[kept - start :], horizon)
             try:
                 await self._table.call(
                     "TransactWriteItems",
                     TransactItems=[
-                        self._check_live(key, session),
+                        self._check_live(key, horizon_value),
                         self._put_state(key, new, current, horizon),
                         *({"Put": {"TableName": self._table.name, "Item": c}} for c in chunks),
                     ],
                 )
             except Cancelled:
                 # The session went, its items were renewed, or another writer won: read again.
-                await anyio.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+                if guessed is None:
+                    await anyio.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
                 continue
             if current is not None and first > current.first_seq:
                 await self._drop_chunks(key, stream_id, below=first)
             return (stored_batch(stream_id, last, items) if items else []), new
         raise ConflictError(f"a stream write lost its compare-and-swap {WRITE_RETRIES} times")
 
-    def _check_live(self, key: str, session: dict[str, Any]) -> dict[str, Any]:
+    def _check_live(self, key: str, horizon: dict[str, Any]) -> dict[str, Any]:
         return {
             "ConditionCheck": {
                 "TableName": self._table.name,
                 "Key": item_key(key, SESSION),
                 "ConditionExpression": _LIVE,
                 "ExpressionAttributeNames": {"#x": "x", "#g": "g"},
-                "ExpressionAttributeValues": {":now": number(self._clock()), ":g": session["g"]},
+                "ExpressionAttributeValues": {":now": number(self._clock()), ":g": horizon},
             }
         }
 

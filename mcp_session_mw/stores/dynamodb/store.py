@@ -136,7 +136,10 @@ class DynamoDBStore(Store):
             "GetItem", TableName=self.table.name, Key=item_key(key, SESSION), ConsistentRead=True
         )
         item = answer.get("Item")
-        if item is None or float(item["x"]["N"]) <= now:
+        if item is None:
+            return None
+        self._events.remember(item)
+        if float(item["x"]["N"]) <= now:
             return None
         return record_from_item(item)
 
@@ -225,7 +228,9 @@ class DynamoDBStore(Store):
             )
         except ConditionFailed:
             return False
-        await self._renew_if_due(answer.get("Attributes", {}))
+        touched = answer.get("Attributes", {})
+        self._events.remember(touched)
+        await self._renew_if_due(touched)
         return True
 
     async def _renew_if_due(self, item: dict[str, Any]) -> None:
