@@ -53,29 +53,45 @@ def item_size(item: dict[str, Any]) -> int:
     return sum(len(name.encode()) + attribute_size(value) for name, value in item.items())
 
 
+def kind_of(key: dict[str, Any]) -> str:
+    """Which item a key names: the session, a stream state, an event chunk, a lock."""
+    return {"s": "session", "t": "stream state", "e": "event chunk"}.get(key["s"]["S"][0], "lock")
+
+
 class Counting:
-    """Wraps the store's table: every request, with the number of items it read or wrote."""
+    """Wraps the store's table: every request, and each item it reads or writes, by kind."""
 
     def __init__(self, store: Any) -> None:
         self.calls: Counter[str] = Counter()
-        self.items: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
+        """Items read, by kind (strongly consistent)."""
+        self.writes: Counter[tuple[str, bool]] = Counter()
+        """Items written, by (kind, in a transaction)."""
         self._inner = store.table.call
         store.table.call = self.call
 
     async def call(self, operation: str, **params: Any) -> dict[str, Any]:
         self.calls[operation] += 1
         if operation == "TransactWriteItems":
-            self.items[operation] += len(params["TransactItems"])
+            for action in params["TransactItems"]:
+                (body,) = action.values()
+                self.writes[kind_of(body.get("Key") or body["Item"]), True] += 1
         elif operation == "BatchGetItem":
-            self.items[operation] += sum(len(r["Keys"]) for r in params["RequestItems"].values())
-        else:
-            self.items[operation] += 1
+            for request in params["RequestItems"].values():
+                self.reads.update(kind_of(key) for key in request["Keys"])
+        elif operation == "GetItem":
+            self.reads[kind_of(params["Key"])] += 1
+        elif operation in ("Query", "Scan"):
+            self.reads["event chunk"] += 1
+        elif operation in ("PutItem", "UpdateItem", "DeleteItem"):
+            self.writes[kind_of(params.get("Key") or params["Item"]), False] += 1
         answer: dict[str, Any] = await self._inner(operation, **params)
         return answer
 
     def reset(self) -> None:
         self.calls.clear()
-        self.items.clear()
+        self.reads.clear()
+        self.writes.clear()
 
 
 def post(client: httpx.AsyncClient, body: dict[str, Any], session: str | None) -> Any:
@@ -124,7 +140,7 @@ async def measure(mode: str, calls: int) -> dict[str, Any]:
                         raise RuntimeError(f"tools/call answered {answer.status_code}")
                     if n == 1:
                         counting.reset()  # the first call re-creates nothing, but warms up
-                measured = (dict(counting.calls), dict(counting.items))
+                measured = (dict(counting.calls), dict(counting.reads), dict(counting.writes))
                 items = await store.table.query(
                     KeyConditionExpression="#k = :k",
                     ExpressionAttributeNames={"#k": "k"},
@@ -136,26 +152,29 @@ async def measure(mode: str, calls: int) -> dict[str, Any]:
         await store.close()
     sizes = {"session": 0, "stream state": 0, "event chunk": 0}
     for item in items:
-        kind = item["s"]["S"][0]
-        name = {"s": "session", "t": "stream state", "e": "event chunk"}[kind]
+        name = kind_of(item)
         sizes[name] = max(sizes[name], item_size(item))
-    return {"mode": mode, "calls": measured[0], "items": measured[1], "sizes": sizes, "n": calls}
+    return {
+        "mode": mode,
+        "calls": measured[0],
+        "reads": measured[1],
+        "writes": measured[2],
+        "sizes": sizes,
+        "n": calls,
+    }
 
 
 def units(result: dict[str, Any]) -> tuple[float, float]:
-    """Read and write units per tools/call from the counted requests and the item sizes."""
-    n = result["n"]
-    biggest = max(result["sizes"].values())
-    read_each = math.ceil(biggest / 4096) or 1
-    write_each = math.ceil(biggest / 1024) or 1
-    reads = writes = 0.0
-    for operation, count in result["items"].items():
-        if operation in READS:
-            reads += count * read_each
-        elif operation == "TransactWriteItems":
-            writes += count * 2 * write_each
-        else:
-            writes += count * write_each
+    """Read and write units per tools/call from the counted items and their sizes."""
+    n, sizes = result["n"], result["sizes"]
+    reads = sum(
+        count * max(1, math.ceil(sizes.get(kind, 0) / 4096))
+        for kind, count in result["reads"].items()
+    )
+    writes = sum(
+        count * (2 if transactional else 1) * max(1, math.ceil(sizes.get(kind, 0) / 1024))
+        for (kind, transactional), count in result["writes"].items()
+    )
     return reads / n, writes / n
 
 
