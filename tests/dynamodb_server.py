@@ -94,9 +94,14 @@ def endpoint() -> str:
         return url
 
 
+CALL_BOUNDS = "&call_timeout=30&read_timeout=20"
+"""Generous: the server handles one request at a time on two shared cores, and a test
+that starts 50 concurrent compare-and-swap updates queues them all on it."""
+
+
 def store_url(table: str, *, create_table: bool = True) -> str:
     flag = "&create_table=true" if create_table else ""
-    return f"dynamodb:///{table}?region={REGION}&endpoint_url={endpoint()}{flag}"
+    return f"dynamodb:///{table}?region={REGION}&endpoint_url={endpoint()}{flag}{CALL_BOUNDS}"
 
 
 def _stop(proc: subprocess.Popen[bytes], log: object) -> None:

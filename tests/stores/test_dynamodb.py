@@ -84,6 +84,7 @@ async def items_of(store: DynamoDBStore, key: str) -> list[dict[str, object]]:
 def test_url_names_table_region_endpoint_and_creation() -> None:
     store = create_store(
         "dynamodb:///my-sessions?region=eu-west-1&endpoint_url=http://127.0.0.1:1&create_table=yes"
+        "&call_timeout=7.5&max_attempts=2"
     )
     assert isinstance(store, DynamoDBStore)
     settings = store.table.settings
@@ -93,11 +94,12 @@ def test_url_names_table_region_endpoint_and_creation() -> None:
         "http://127.0.0.1:1",
     )
     assert settings.create_table is True
-    assert settings.call_timeout <= 10
-    assert settings.connect_timeout <= 10
+    assert (settings.call_timeout, settings.max_attempts) == (7.5, 2)
     plain = create_store("dynamodb:///my-sessions", poll_interval=1)
     assert isinstance(plain, DynamoDBStore)
     assert plain.table.settings.create_table is False
+    assert plain.table.settings.call_timeout <= 10  # the defaults bound every call
+    assert plain.table.settings.connect_timeout <= 10
     assert plain.poll_interval == 1
 
 
@@ -109,6 +111,8 @@ def test_url_names_table_region_endpoint_and_creation() -> None:
         ("dynamodb:///bad/name", "table name"),
         ("dynamodb:///table?regoin=us-east-1", "unknown DynamoDB URL parameter"),
         ("dynamodb:///table?create_table=maybe", "create_table"),
+        ("dynamodb:///table?call_timeout=soon", "call_timeout"),
+        ("dynamodb:///table?max_attempts=0", "max_attempts"),
     ],
 )
 def test_bad_urls_are_configuration_errors(url: str, message: str) -> None:

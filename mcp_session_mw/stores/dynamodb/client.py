@@ -48,7 +48,17 @@ BAD_FLAG = "{name} must be true or false, not {value!r}"
 BAD_TIMEOUT = "{name} must be a positive number of seconds"
 
 _TABLE_RE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
-_URL_PARAMS = ("region", "endpoint_url", "create_table")
+_URL_PARAMS = (
+    "region",
+    "endpoint_url",
+    "create_table",
+    "poll_interval",
+    "connect_timeout",
+    "read_timeout",
+    "call_timeout",
+    "max_attempts",
+)
+_NUMBER_PARAMS = ("poll_interval", "connect_timeout", "read_timeout", "call_timeout")
 _UNAVAILABLE_CODES = frozenset(
     {
         "ProvisionedThroughputExceededException",
@@ -130,7 +140,19 @@ def parse_url(url: str) -> dict[str, Any]:
         found["endpoint_url"] = params["endpoint_url"]
     if "create_table" in params:
         found["create_table"] = flag("create_table", params["create_table"])
+    for name in _NUMBER_PARAMS:
+        if name in params:
+            found[name] = _url_number(name, params[name], float)
+    if "max_attempts" in params:
+        found["max_attempts"] = _url_number("max_attempts", params["max_attempts"], int)
     return found
+
+
+def _url_number(name: str, value: str, kind: type[float] | type[int]) -> float | int:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, not {value!r}") from None
 
 
 _sessions: list[Any] = []
