@@ -54,8 +54,9 @@ def item_size(item: dict[str, Any]) -> int:
 
 
 def kind_of(key: dict[str, Any]) -> str:
-    """Which item a key names: the session, a stream state, an event chunk, a lock."""
-    return {"s": "session", "t": "stream state", "e": "event chunk"}.get(key["s"]["S"][0], "lock")
+    """Which item a key names: the session, a stream state, a chunk, the noted list, a lock."""
+    kinds = {"s": "session", "t": "stream state", "e": "event chunk", "q": "noted streams"}
+    return kinds.get(key["s"]["S"][0], "lock")
 
 
 class Counting:
@@ -150,7 +151,7 @@ async def measure(mode: str, calls: int) -> dict[str, Any]:
     finally:
         await store.drop_table()
         await store.close()
-    sizes = {"session": 0, "stream state": 0, "event chunk": 0}
+    sizes = {"session": 0, "stream state": 0, "event chunk": 0, "noted streams": 0}
     for item in items:
         name = kind_of(item)
         sizes[name] = max(sizes[name], item_size(item))

@@ -31,8 +31,10 @@ from ...records import StoredEvent, StreamState
 from ..base import stored_batch
 from .client import Cancelled, Table, number, read_number, text
 from .items import (
+    NOTED,
     SEQ_DIGITS,
     SESSION,
+    TTL_ATTRIBUTE,
     chunk_items,
     chunk_prefix,
     chunk_sk,
@@ -41,6 +43,7 @@ from .items import (
     state_from_item,
     state_item,
     stream_sk,
+    whole_seconds,
 )
 
 SESSION_NOT_FOUND = "session not found"
@@ -187,6 +190,60 @@ class EventLog:
                 ":f": number(current.first_seq),
             }
         return {"Put": put}
+
+    async def record(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        """Note ``stream_ids`` in the session's noted-streams item; drop those beyond ``keep``.
+
+        The list is its own item (not the session's ``meta``), so the session item,
+        read on every request, does not grow with it. The new list is written on
+        the condition that it is the one read; then the dropped streams are deleted.
+        """
+        for attempt in range(WRITE_RETRIES):
+            found = await self._table.batch_get([item_key(key, SESSION), item_key(key, NOTED)])
+            session = old = None
+            for item in found:
+                if item["s"]["S"] == SESSION:
+                    session = item
+                else:
+                    old = item
+            if session is None or read_number(session["x"]) <= self._clock():
+                raise SessionNotFoundError(SESSION_NOT_FOUND)
+            self.remember(session)
+            noted = [] if old is None else [v["S"] for v in old["l"]["L"]]
+            seen = set(noted)
+            grown = noted + [stream_id for stream_id in stream_ids if stream_id not in seen]
+            if grown == noted and len(grown) <= keep:
+                return []  # nothing to note, nothing to drop: no write
+            dropped, kept = grown[:-keep], grown[-keep:]
+            version = 0 if old is None else int(old["w"]["N"])
+            put: dict[str, Any] = {
+                "TableName": self._table.name,
+                "Item": {
+                    **item_key(key, NOTED),
+                    "l": {"L": [text(stream_id) for stream_id in kept]},
+                    "w": number(version + 1),
+                    TTL_ATTRIBUTE: number(whole_seconds(read_number(session["g"]))),
+                },
+            }
+            if old is None:
+                put["ConditionExpression"] = "attribute_not_exists(#k)"
+                put["ExpressionAttributeNames"] = {"#k": "k"}
+            else:
+                put["ConditionExpression"] = "#w = :w"
+                put["ExpressionAttributeNames"] = {"#w": "w"}
+                put["ExpressionAttributeValues"] = {":w": number(version)}
+            try:
+                await self._table.call(
+                    "TransactWriteItems",
+                    TransactItems=[self._check_live(key, session["g"]), {"Put": put}],
+                )
+            except Cancelled:
+                await anyio.sleep(random.uniform(0, min(0.05, 0.002 * (attempt + 1))))
+                continue
+            for stream_id in dropped:
+                await self.delete(key, stream_id)
+            return dropped
+        raise ConflictError(f"noting streams lost its compare-and-swap {WRITE_RETRIES} times")
 
     async def load(self, key: str, stream_id: str) -> StreamState | None:
         session, found = await self.snapshot(key, stream_id)

@@ -12,6 +12,8 @@ One table, partition key ``k`` and sort key ``s`` (both strings)::
     k = <digest>        s = "e|<h>|<last seq>"  a chunk of consecutive events of the
                                                 stream: a first seq, d data list,
                                                 v event-name list (NULL for none)
+    k = <digest>        s = "q"                 the streams noted for max_streams_per_session:
+                                                l their ids, oldest first, w version
     k = "lock#<name>"   s = "l"                 a named lock: o holder, x lease end
 
 ``<h>`` is 32 hex digits of the SHA-256 of the stream id (any stream id, fixed
@@ -34,6 +36,7 @@ from ...records import SessionRecord, StoredEvent, StreamState
 from .client import number, read_number, text
 
 SESSION = "s"
+NOTED = "q"
 LOCK = "l"
 TTL_ATTRIBUTE = "e"
 SEQ_DIGITS = 16

@@ -54,6 +54,7 @@ class DynamoDBStore(Store):
     """
 
     schemes: ClassVar[tuple[str, ...]] = ("dynamodb",)
+    records_streams_natively = True
 
     def __init__(
         self,
@@ -435,6 +436,9 @@ class DynamoDBStore(Store):
             key, stream_id, items, open_as=open_as, finish=finish, max_events=max_events
         )
         return stored
+
+    async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
+        return await self._events.record(key, stream_ids, keep)
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         return await self._events.delete(key, stream_id)
