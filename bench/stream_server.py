@@ -41,7 +41,7 @@ def store_options(url: str, prefix: str | None) -> dict[str, str]:
         return {}
     if url.startswith(("redis", "rediss", "unix")):
         return {"prefix": prefix}
-    if url.startswith("memory"):
+    if url.startswith(("memory", "dynamodb")):  # a DynamoDB run has a table of its own
         return {}
     return {"table_prefix": prefix}
 

@@ -61,8 +61,14 @@ POSTGRES_URL = os.environ.get(
     "MCP_SESSION_MW_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("MCP_SESSION_MW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-STORES = ("memory", "sqlite", "postgresql", "redis")
-TARGETS: dict[str, float | None] = {"memory": None, "sqlite": 2.0, "postgresql": 1.5, "redis": 1.5}
+STORES = ("memory", "sqlite", "postgresql", "redis", "dynamodb")
+TARGETS: dict[str, float | None] = {
+    "memory": None,
+    "sqlite": 2.0,
+    "postgresql": 1.5,
+    "redis": 1.5,
+    "dynamodb": None,
+}
 WARMUP_EVENTS = 500
 STORE_BUDGET = 60.0
 """Seconds one store may take before its remaining rounds are skipped (one round always runs)."""
@@ -193,6 +199,10 @@ def store_url(name: str, workdir: Path) -> str:
         return POSTGRES_URL
     if name == "redis":
         return REDIS_URL
+    if name == "dynamodb":
+        from dynamodb_local import dynamodb_url
+
+        return dynamodb_url()
     raise ValueError(name)
 
 
@@ -213,8 +223,10 @@ async def _drop(url: str, prefix: str) -> int:
     await store.open()
     try:
         leftover = await store.count_active()
-        drop: Callable[[], object] | None = getattr(store, "drop_schema", None) or getattr(
-            store, "purge", None
+        drop: Callable[[], object] | None = (
+            getattr(store, "drop_schema", None)
+            or getattr(store, "purge", None)
+            or getattr(store, "drop_table", None)
         )
         if drop is not None:
             await drop()  # type: ignore[misc]

@@ -69,8 +69,8 @@ def summarize_requests(runs: Sequence[requests.StoreRun]) -> list[Row]:
                 (
                     f"requests/s, {mode} / same app bare, {r.store}",
                     f"{ratio:.2f}",
-                    f"≥ {target:g}",
-                    met(ratio >= target),
+                    requests.at_least(target),
+                    requests.verdict(ratio, target),
                 )
             )
         events = r.ratio("mw", "sdk+events")

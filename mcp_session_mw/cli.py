@@ -69,7 +69,10 @@ MSG_BAD_OPTION = "--store-option takes NAME=VALUE, not {value!r}"
 MSG_BAD_OPTIONS_ENV = f"{STORE_OPTIONS_ENV} must be a JSON object"
 MSG_BAD_STORE_OPTIONS = "this store does not take the options given: {names}"
 MSG_PREFIX_NOT_SQL = "--table-prefix applies to SQL stores only"
-MSG_NOT_SQL = "`db upgrade` applies to SQL stores only (sqlite, postgresql, mysql, mariadb URLs)"
+MSG_NOT_SQL = (
+    "`db upgrade` applies to SQL and DynamoDB stores only "
+    "(sqlite, postgresql, mysql, mariadb, dynamodb URLs)"
+)
 MSG_UNREACHABLE = "the store cannot be reached: {error}"
 MSG_UPGRADED = "tables with prefix {prefix!r}: schema version {before} -> {after}"
 MSG_UP_TO_DATE = "tables with prefix {prefix!r}: already at schema version {after}"
@@ -353,6 +356,12 @@ async def _stats(store: Store, args: argparse.Namespace, out: TextIO) -> None:
 
 
 async def _db_upgrade(store: Store, args: argparse.Namespace, out: TextIO) -> None:
+    from .stores.dynamodb import DynamoDBStore
+
+    if isinstance(store, DynamoDBStore):
+        from .stores.dynamodb.upgrade import db_upgrade
+
+        return await db_upgrade(store, out, as_json=args.json)
     from .stores.sql import SQLStore
 
     if not isinstance(store, SQLStore):

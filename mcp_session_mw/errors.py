@@ -40,6 +40,13 @@ class CorruptRecordError(StoreError):
     """Stored data failed its integrity check: tampered, or sealed with a key no longer held."""
 
 
+class ItemTooLargeError(StoreError, ValueError):
+    """What was to be stored is more than the backend can hold in one write (DynamoDB's 400 KB).
+
+    Raised before anything is written: nothing of the refused write is stored.
+    """
+
+
 class SessionNotFoundError(StoreError, KeyError):
     """The session does not exist, or has expired."""
 

@@ -85,6 +85,20 @@ async def _build_redis_cluster(namespace: str, tmp_path: Path) -> Store:
     return store
 
 
+async def _build_dynamodb(namespace: str, tmp_path: Path) -> Store:
+    # A table per namespace on the private moto server; every build is another client.
+    from .dynamodb_server import store_url
+
+    store = create_store(store_url(f"mcp-test-{namespace}"))
+    await store.open()
+    return store
+
+
+async def _destroy_dynamodb(store: Store) -> None:
+    await store.drop_table()  # type: ignore[attr-defined]
+    await store.close()
+
+
 _caches: dict[str, MemoryStore] = {}
 
 
@@ -154,4 +168,6 @@ BACKENDS: list[Backend] = [
     Backend("redis_cluster", _build_redis_cluster, _destroy_redis, module="redis"),
     Backend("caching", _build_caching, _destroy_caching, service="redis", module="redis"),
     Backend("encrypted", _build_encrypted, _destroy_encrypted, module="cryptography"),
+    # Starts a private moto_server on first use.
+    Backend("dynamodb", _build_dynamodb, _destroy_dynamodb, module="aiobotocore"),
 ]

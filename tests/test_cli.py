@@ -20,6 +20,7 @@ from mcp_session_mw import SessionRecord, create_store
 from mcp_session_mw.cli import (
     EXIT_NOT_FOUND,
     EXIT_OK,
+    EXIT_STORE_FAILED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     MSG_BAD_OPTIONS_ENV,
@@ -28,7 +29,10 @@ from mcp_session_mw.cli import (
     MSG_PREFIX_NOT_SQL,
 )
 from mcp_session_mw.stores import Store
+from mcp_session_mw.stores.dynamodb.upgrade import MSG_CREATED
 
+from .dynamodb_server import FAKE_AWS_ENV
+from .dynamodb_server import store_url as dynamodb_url
 from .services import MARIADB_URL, POSTGRES_URL, REDIS_URL, need_service, unavailable
 
 SCRIPT = Path(sys.executable).with_name("mcp-session-mw")
@@ -92,6 +96,8 @@ def wipe(url: str, options: dict[str, object]) -> None:
         try:
             if hasattr(store, "drop_schema"):
                 await store.drop_schema()
+            elif hasattr(store, "drop_table"):
+                await store.drop_table()
             else:
                 await store.purge()  # type: ignore[attr-defined]
         finally:
@@ -270,10 +276,11 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
         "postgresql+asyncpg://postgres@127.0.0.1:{port}/test",
         "mysql+asyncmy://root@127.0.0.1:{port}/test",
         "redis://127.0.0.1:{port}/0",
+        "dynamodb:///sessions?region=us-east-1&endpoint_url=http://127.0.0.1:{port}",
     ],
 )
 def test_unreachable_store_exits_3(url: str) -> None:
-    result = run_cli("sessions", "list", "--store", url.format(port=free_port()))
+    result = run_cli("sessions", "list", "--store", url.format(port=free_port()), env=FAKE_AWS_ENV)
     assert result.code == EXIT_UNREACHABLE
     assert "cannot be reached" in result.err
     assert "Traceback" not in result.err
@@ -294,17 +301,23 @@ def test_unknown_session_exits_4(sqlite_url: str) -> None:
         pytest.param(("postgresql", POSTGRES_URL), marks=pytest.mark.postgresql, id="postgresql"),
         pytest.param(("mariadb", MARIADB_URL), marks=pytest.mark.mariadb, id="mariadb"),
         pytest.param(("redis", REDIS_URL), marks=pytest.mark.redis, id="redis"),
+        pytest.param(("dynamodb", ""), marks=pytest.mark.dynamodb, id="dynamodb"),
     ]
 )
 def shared_store(request: pytest.FixtureRequest) -> Iterator[tuple[str, list[str]]]:
     """A server URL, the CLI options naming a private namespace, cleaned up afterwards."""
     service, url = request.param
-    need_service(service)
     namespace = uuid.uuid4().hex[:10]
-    if service == "redis":
-        options: dict[str, object] = {"prefix": f"test:cli{namespace}:"}
-        flags = ["--store-option", f"prefix=test:cli{namespace}:"]
+    if service == "dynamodb":  # a table of its own, made on first use
+        url = dynamodb_url(f"cli-{namespace}")
+        options: dict[str, object] = {}
+        flags: list[str] = []
     else:
+        need_service(service)
+    if service == "redis":
+        options = {"prefix": f"test:cli{namespace}:"}
+        flags = ["--store-option", f"prefix=test:cli{namespace}:"]
+    elif service != "dynamodb":
         options = {"table_prefix": f"cli{namespace}_"}
         flags = ["--table-prefix", f"cli{namespace}_"]
     seed(url, options, {"shared-a": record(), "shared-b": record(), "shared-x": record(ttl=0.2)})
@@ -336,3 +349,25 @@ def test_commands_on_shared_backends(shared_store: tuple[str, list[str]]) -> Non
     purged = run_cli("sessions", "purge-expired", *common, "--json").json()
     assert isinstance(purged, dict)
     assert purged["removed"] in (0, 1)  # Redis may already have expired it natively
+
+
+@pytest.mark.dynamodb
+def test_db_upgrade_creates_the_dynamodb_table() -> None:
+    table = f"cli-up-{uuid.uuid4().hex[:10]}"
+    url = dynamodb_url(table, create_table=False)
+    missing = run_cli("sessions", "list", "--store", url)
+    assert missing.code == EXIT_STORE_FAILED
+    assert "db upgrade" in missing.err
+    try:
+        made = run_cli("db", "upgrade", "--store", url)
+        assert made.code == EXIT_OK, made.err
+        assert made.out.strip() == MSG_CREATED.format(table=table, ttl="e")
+        again = run_cli("db", "upgrade", "--store", url, "--json")
+        assert again.code == EXIT_OK, again.err
+        assert again.json() == {"table": table, "created": False, "ttl_attribute": "e"}
+        seed(url, {}, {"upgraded": record()})
+        listed = run_cli("sessions", "list", "--store", url, "--json").json()
+        assert isinstance(listed, dict)
+        assert len(listed["sessions"]) == 1
+    finally:
+        wipe(url, {})

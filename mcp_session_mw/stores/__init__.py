@@ -34,6 +34,7 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "unix": ("mcp_session_mw.stores.redis", "RedisStore"),
     "redis+cluster": ("mcp_session_mw.stores.redis", "RedisStore"),
     "rediss+cluster": ("mcp_session_mw.stores.redis", "RedisStore"),
+    "dynamodb": ("mcp_session_mw.stores.dynamodb", "DynamoDBStore"),
 }
 
 DEFAULT_STORE_URL = "sqlite+aiosqlite:///./mcp_sessions.db"

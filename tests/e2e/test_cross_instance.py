@@ -49,6 +49,7 @@ from mcp_types import Implementation
 
 from mcp_session_mw.jsonrpc import INVALID_REQUEST, MSG_NO_PENDING_REQUEST
 
+from ..dynamodb_server import dynamodb_table
 from ..services import POSTGRES_URL, REDIS_URL, need_service
 from .server import HOST, REPO_ROOT, START_TIMEOUT, STOP_TIMEOUT, free_port
 
@@ -186,10 +187,15 @@ class Cluster:
     params=[
         pytest.param("postgresql", marks=pytest.mark.postgresql),
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
     ],
 )
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
     name: str = request.param
+    if name == "dynamodb":  # a table of this module's own, dropped afterwards
+        with dynamodb_table() as url, ExitStack() as stack:
+            yield Cluster(url, stack)
+        return
     need_service(name)
     with ExitStack() as stack:
         yield Cluster(POSTGRES_URL if name == "postgresql" else REDIS_URL, stack)

@@ -38,6 +38,7 @@ from mcp_types import Implementation
 from mcp_session_mw import Store, create_store
 from mcp_session_mw.streams import MSG_STREAM_ORPHANED, STREAM_ORPHANED
 
+from ..dynamodb_server import store_url as dynamodb_url
 from ..services import POSTGRES_URL, REDIS_URL, need_service
 from .server import run_server
 
@@ -91,6 +92,8 @@ async def _wipe(shared: SharedStore) -> None:
     await store.open()
     if shared.name == "postgresql":
         await store.drop_schema()  # type: ignore[attr-defined]
+    elif shared.name == "dynamodb":
+        await store.drop_table()  # type: ignore[attr-defined]
     else:
         await store.purge()  # type: ignore[attr-defined]
     await store.close()
@@ -101,14 +104,18 @@ async def _wipe(shared: SharedStore) -> None:
     params=[
         pytest.param("postgresql", marks=pytest.mark.postgresql),
         pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
     ],
 )
 def shared(request: pytest.FixtureRequest) -> Iterator[SharedStore]:
     name: str = request.param
-    need_service(name)
     namespace = uuid.uuid4().hex[:10]
+    if name != "dynamodb":
+        need_service(name)
     if name == "postgresql":
         spec = SharedStore(name, POSTGRES_URL, {"table_prefix": f"e2e{namespace}_"})
+    elif name == "dynamodb":  # a table of this module's own, made by the first process
+        spec = SharedStore(name, dynamodb_url(f"e2e-{namespace}"), {})
     else:
         spec = SharedStore(name, REDIS_URL, {"prefix": f"test:e2e{namespace}:"})
     yield spec
