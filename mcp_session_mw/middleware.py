@@ -26,11 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
-from .app_call import AppCall
+from .app_call import MSG_APP_RAISED, AppCall
 from .asgi import (
     BodyTooLarge,
     CapturedResponse,
@@ -88,7 +88,7 @@ from .protocol import (
 )
 from .records import SessionRecord, StreamState
 from .rehydrate import (
-    AppSessionError,
+    MSG_RECREATE_FAILED,
     LocalSession,
     LocalSessions,
     close_app_session,
@@ -108,6 +108,7 @@ from .streams import (
     parse_event_id,
     wants_priming,
 )
+from .tasks import Tasks
 from .watch import OPEN_DELAY, StreamWatcher
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class SessionMiddleware:
         self._locals = LocalSessions(max_local_sessions)
         self._store_open = False
         self._open_lock = anyio.Lock()
-        self._background: TaskGroup | None = None
+        self._background: Tasks | None = None
         self._watcher: StreamWatcher | None = None
         self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
@@ -358,7 +359,7 @@ class SessionMiddleware:
                 # Requests still in the app finish first (up to the grace), then
                 # the background work ends, before the app shuts down.
                 await self.drain.drain()
-                stop.set()
+                halt()
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -367,19 +368,22 @@ class SessionMiddleware:
             await send(message)
 
         async def background(*, task_status: TaskStatus[None]) -> None:
-            async with anyio.create_task_group() as tg:
-                self._background = tg
-                self._watcher = watcher = StreamWatcher()
-                tg.start_soon(watcher.run)
-                if self.janitor is not None:
-                    tg.start_soon(self.janitor.run)
-                if self.drain.grace > 0:
-                    tg.start_soon(self.drain.watch)
-                task_status.started()
-                await stop.wait()
-                self._background = None
-                self._watcher = None
-                tg.cancel_scope.cancel()
+            # Every task in it contains its own failures; should the group end
+            # anyway, serve() starts a new one (see tasks).
+            tasks = self._background = Tasks()
+            self._watcher = watcher = StreamWatcher()
+            tasks.keep("the stream watcher", watcher.run)
+            if self.janitor is not None:
+                tasks.keep("the janitor", self.janitor.run)
+            if self.drain.grace > 0:
+                tasks.keep("the shutdown watch", self.drain.watch)
+            await tasks.serve(stop, task_status=task_status)
+
+        def halt() -> None:
+            # Requests from here on bring tasks of their own (see _respond_alone).
+            self._background = None
+            self._watcher = None
+            stop.set()
 
         self.drain.reset()
         self.drain.hold()
@@ -389,7 +393,7 @@ class SessionMiddleware:
                 try:
                     await self.app(scope, lifespan_receive, lifespan_send)
                 finally:
-                    stop.set()
+                    halt()
         finally:
             self.drain.release()
 
@@ -738,8 +742,8 @@ class SessionMiddleware:
                 if app_id is None and self.mode != "stateless":
                     try:
                         app_id = await self._app_session(scope, session_id, local, record)
-                    except AppSessionError:
-                        log_failure(logger, "re-creating a session in the app failed")
+                    except Exception:  # AppSessionError, or the app raised (never cancellation)
+                        log_failure(logger, MSG_RECREATE_FAILED)
                         await send_error(
                             send, 500, INTERNAL_ERROR, MSG_APP_SESSION_FAILED, request_id
                         )
@@ -818,7 +822,16 @@ class SessionMiddleware:
         """:meth:`_respond` without a lifespan (a mounted app): in a task group of its own."""
         async with anyio.create_task_group() as tg:
             status = await self._respond(
-                tg, None, scope, body, send, session, request_id, protocol_version, hold_404, local
+                Tasks(tg),
+                None,
+                scope,
+                body,
+                send,
+                session,
+                request_id,
+                protocol_version,
+                hold_404,
+                local,
             )
             # What is left is the response's own clock, which would sleep on.
             tg.cancel_scope.cancel()
@@ -826,7 +839,7 @@ class SessionMiddleware:
 
     async def _respond(
         self,
-        tg: TaskGroup,
+        tasks: Tasks,
         watcher: StreamWatcher | None,
         scope: Scope,
         body: bytes,
@@ -842,8 +855,10 @@ class SessionMiddleware:
         The app never sees ``http.disconnect``: a tool keeps running when its
         client leaves, and an SSE answer is stored event by event before it
         is forwarded (see :class:`DurableResponse`), so the client can resume.
-        A response's own tasks (a writer for a long one) run in ``tg`` (the
-        middleware's task group), and its clock is ``watcher``.
+        A response's own tasks (a writer for a long one) run in ``tasks`` (the
+        middleware's background tasks), and its clock is ``watcher``. An app
+        that raises costs this response alone: the failure is logged, and the
+        client gets the JSON-RPC error for its request (see :meth:`AppCall.fail`).
         """
         call = AppCall(
             body=body,
@@ -853,7 +868,7 @@ class SessionMiddleware:
             request_id=request_id,
             protocol_version=protocol_version,
             options=self.streams,
-            task_group=tg,
+            tasks=tasks,
             watcher=watcher,
             unrecorded=None if local is None else local.unrecorded_streams,
             hold_404=hold_404,
@@ -863,6 +878,9 @@ class SessionMiddleware:
             await self.app(scope, call.receive, call.send)
             if call.durable is not None:
                 await self._drain(scope, call.durable)
+        except Exception:  # never cancellation, a BaseException
+            log_failure(logger, MSG_APP_RAISED)
+            await call.fail()
         finally:
             durable = call.durable
             call.cut()
@@ -1032,7 +1050,7 @@ class SessionMiddleware:
             protocol_version=protocol_version,
             instance_id=self.streams.instance_id,
         )
-        self._background.start_soon(local.worker.run)
+        self._background.keep("an app session's worker", local.worker.run)
 
     def _learn_mode(self, app_id: str | None) -> None:
         if self.mode == "auto":

@@ -19,6 +19,7 @@ from mcp_session_mw.asgi import RequestHeads, with_headers
 from mcp_session_mw.records import SessionRecord
 from mcp_session_mw.session import Session
 from mcp_session_mw.streams import StreamOptions
+from mcp_session_mw.tasks import Tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +52,7 @@ def make_call(sent: list[Message], tg: Any, *, hold_404: bool = False) -> AppCal
         request_id=1,
         protocol_version="2025-11-25",
         options=StreamOptions(),
-        task_group=tg,
+        tasks=Tasks(tg),
         watcher=None,
         unrecorded=None,
         hold_404=hold_404,
@@ -177,7 +178,7 @@ async def test_an_app_that_keeps_its_send_keeps_nothing_of_the_response() -> Non
     call = send.__self__  # type: ignore[attr-defined]
     assert isinstance(call, AppCall)
     assert call.durable is None
-    assert (call._session, call._client_send, call._task_group) == (None, None, None)
+    assert (call._session, call._client_send, call._tasks) == (None, None, None)
 
 
 # -- the dict fast paths ----------------------------------------------------------------
