@@ -139,16 +139,20 @@ class Tasks:
                         task_status.started()
                     await stop.wait()
                     group.cancel_scope.cancel()
-            except Exception:
-                self._replacing()
+            except Exception as exc:
+                self._replacing(exc)
             else:
                 if not stop.is_set():
-                    self._replacing()
+                    self._replacing(None)
             finally:
                 self._group = None
             if not stop.is_set():
                 await anyio.sleep(RESTART_DELAY)
 
-    def _replacing(self) -> None:
+    def _replacing(self, exc: BaseException | None) -> None:
+        inner = getattr(exc, "exceptions", None)  # an exception group (built in from 3.11)
+        while isinstance(inner, tuple) and inner:
+            exc = inner[0]  # what ended the group, not anyio's wrapper
+            inner = getattr(exc, "exceptions", None)
         self.replaced += 1
-        log_failure(logger, MSG_GROUP_REPLACED)
+        log_failure(logger, MSG_GROUP_REPLACED, exc=exc)
