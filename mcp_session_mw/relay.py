@@ -47,6 +47,8 @@ PENDING_KEY = "pending"
 MAX_PENDING = 1000
 REPLY_STREAM_PREFIX = "reply-"
 FOLLOW_TIMEOUT = 5.0
+PUMP = "copying an app session's GET stream"
+"""What the pump is called in the log line of its failure (see tasks.MSG_TASK_FAILED)."""
 _JSON = b"application/json"
 
 
@@ -245,9 +247,11 @@ class AppSessionWorker:
         """Pump (and follow the inbox when needed) until :meth:`stop`.
 
         Each duty contains its own failures (see :mod:`mcp_session_mw.tasks`):
-        an app that raises from its GET stream ends the pump alone, and the
-        inbox goes on. Run again (by the middleware's new task group, if its
-        old one ended), it starts afresh, unless stopped.
+        an app that raises from its GET stream costs the pump that stream
+        (it opens the app's GET stream again, after a pause that grows while
+        the app fails again at once), and the inbox goes on. Run again (by
+        the middleware's new task group, if its old one ended), it starts
+        afresh, unless stopped.
         """
         if self._stopped:
             return
@@ -257,7 +261,7 @@ class AppSessionWorker:
             with self.scope:
                 async with anyio.create_task_group() as tg:
                     self._tasks = tasks = Tasks(tg)
-                    tasks.spawn("copying an app session's GET stream", self._pump)
+                    tasks.keep(PUMP, self._pump)
                     if self._start_at is not None:
                         tasks.spawn("an app session's reply inbox", self._inbox, self._start_at)
                         self._start_at = None

@@ -12,7 +12,8 @@ never caught: on every anyio backend it is a ``BaseException``, and only
 ``Exception`` is.
 
 Duties meant to run as long as the group (:meth:`Tasks.keep`) are started
-again when they fail, after ``RESTART_DELAY``. :meth:`Tasks.serve` hosts
+again when they fail, after ``RESTART_DELAY`` (doubled while they fail again
+at once, up to ``MAX_RESTART_DELAY``). :meth:`Tasks.serve` hosts
 the middleware's group: should the group end anyway (a task started on it
 directly, or its scope cancelled), it logs that, starts a new one, and
 starts in it the kept duties still wanted and the tasks asked for in
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from anyio import sleep
 from anyio.abc import TaskGroup, TaskStatus
 
 from .logs import log_failure
@@ -35,6 +37,8 @@ logger = logging.getLogger("mcp_session_mw")
 
 RESTART_DELAY = 0.1
 """Seconds before a failed kept duty, or a group that ended, is started again."""
+MAX_RESTART_DELAY = 30.0
+"""A duty that fails again at once waits twice as long each time, up to this."""
 
 # Messages tests assert on.
 MSG_TASK_FAILED = "background task failed ({}); it ended alone, the rest runs on"
@@ -113,10 +117,17 @@ class Tasks:
             self._waiting.append(task)
 
     async def _run(self, task: _Task) -> None:
-        while await _contained(task):
+        delay = RESTART_DELAY
+        while True:
+            began = anyio.current_time()
+            if not await _contained(task):
+                break
             if not task.keep:
                 return
-            await anyio.sleep(RESTART_DELAY)
+            if anyio.current_time() - began > delay:
+                delay = RESTART_DELAY  # it ran a while: a new failure, not the same one again
+            await sleep(delay)
+            delay = min(2 * delay, MAX_RESTART_DELAY)
         self._kept.discard(task)
 
     async def serve(

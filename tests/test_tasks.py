@@ -13,6 +13,7 @@ import pytest
 from starlette.types import Message
 
 from mcp_session_mw import MemoryStore, logs
+from mcp_session_mw import tasks as tasks_module
 from mcp_session_mw.durable import QUEUE_SIZE, DurableResponse
 from mcp_session_mw.jsonrpc import INTERNAL_ERROR
 from mcp_session_mw.protocol import mint_session_id
@@ -133,6 +134,31 @@ async def test_a_failing_duty_is_started_again_until_it_returns() -> None:
         async with anyio.create_task_group() as tg:
             Tasks(tg).keep("a flaky duty", flaky)
     assert len(runs) == 3
+
+
+async def test_a_duty_failing_again_at_once_waits_longer_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    waits: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        waits.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(tasks_module, "sleep", no_wait)
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) <= 12:
+            raise Boom
+
+    async with anyio.create_task_group() as tg:
+        Tasks(tg).keep("a flaky duty", flaky)
+    first = tasks_module.RESTART_DELAY
+    assert waits[:4] == [first, 2 * first, 4 * first, 8 * first]
+    assert max(waits) == tasks_module.MAX_RESTART_DELAY
+    assert len(waits) == 12
 
 
 async def test_a_group_that_ends_is_replaced_and_its_duties_and_later_tasks_run_in_the_next(

@@ -14,7 +14,7 @@ them too:
   event is a progress notification; then the app raises.
 - ``get``: the app session's GET stream (which the middleware opens for a
   session it creates or re-creates on that request) sends one log message,
-  then the app raises.
+  then the app raises; once per app session: the next GET reaches the app.
 - ``recreate``: the ``initialize`` by which the middleware re-creates the
   session in the app raises.
 
@@ -86,6 +86,8 @@ class Faulty:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._failed_gets: set[bytes] = set()
+        """App session ids whose GET stream failed once already."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fault = None
@@ -95,7 +97,9 @@ class Faulty:
             await self.app(scope, receive, send)
             return
         method = scope["method"]
-        if fault == b"get" and method == "GET":
+        app_id = dict(scope["headers"]).get(b"mcp-session-id", b"")
+        if fault == b"get" and method == "GET" and app_id not in self._failed_gets:
+            self._failed_gets.add(app_id)
             await send(_SSE_START)
             log = {"level": "info", "data": BEFORE_FAULT}
             note = {"jsonrpc": "2.0", "method": "notifications/message", "params": log}

@@ -27,6 +27,7 @@ import pytest
 from mcp_session_mw.app_call import MSG_APP_RAISED
 from mcp_session_mw.jsonrpc import INTERNAL_ERROR, MSG_APP_SESSION_FAILED
 from mcp_session_mw.rehydrate import MSG_RECREATE_FAILED
+from mcp_session_mw.relay import PUMP
 from mcp_session_mw.streams import MSG_NO_RESPONSE
 from mcp_session_mw.tasks import MSG_TASK_FAILED
 
@@ -51,7 +52,7 @@ NOTIFY_TRIES = 40
 NOTIFY_PAUSE = 0.25
 """The app session's GET stream is opened by the middleware in the background:
 ``notify`` is called until its notification shows on the client's GET stream."""
-PUMP_FAILED = MSG_TASK_FAILED.format("copying an app session's GET stream")
+PUMP_FAILED = MSG_TASK_FAILED.format(PUMP)
 
 
 @dataclass
@@ -219,8 +220,10 @@ async def test_an_app_raising_from_its_get_stream_costs_that_stream_alone(pair: 
                 elsewhere = await open_session(http, pair.other.url)
                 first = {**elsewhere, FAULT: "get"}
                 await streams_to_its_end(http, url, first)
-            # The session whose GET stream failed still answers.
+            # The session whose GET stream failed still answers, and the
+            # middleware opened the app's GET stream again.
             await streams_to_its_end(http, url, broken)
+            await get_stream_works(http, url, broken)
             await all_still_works(http, pair)
     assert_logged_once(pair.faulty, PUMP_FAILED)
 
