@@ -380,9 +380,16 @@ class DurableResponse:
     def _start_writer(self) -> MemoryObjectSendStream[_Item]:
         self._queue_in, queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
         self._writer_done = anyio.Event()
-        self._tasks.spawn(
-            "a durable response's writer", self._write, queue_out, on_failure=self._broken
-        )
+        try:
+            self._tasks.spawn(
+                "a durable response's writer", self._write, queue_out, on_failure=self._broken
+            )
+        except RuntimeError:  # the server is gone (see tasks): finish() need not wait for it
+            self._queue_in.close()
+            queue_out.close()
+            self._queue_in = None
+            self._writer_done = None
+            raise
         return self._queue_in
 
     def tick(self, now: float) -> None:

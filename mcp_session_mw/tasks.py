@@ -45,6 +45,7 @@ MSG_TASK_FAILED = "background task failed ({}); it ended alone, the rest runs on
 """``str.format``-ed with what the task does: each kind of task has its own rate limit."""
 MSG_CLEANUP_FAILED = "ending what a failed background task owned failed ({})"
 MSG_GROUP_REPLACED = "the middleware's background task group ended; a new one was started"
+MSG_TASKS_ENDED = "no background task can be started: its task group has ended"
 
 Func = Callable[..., Awaitable[Any]]
 
@@ -82,6 +83,8 @@ class Tasks:
 
     def __init__(self, group: TaskGroup | None = None) -> None:
         self._group = group
+        self._served = group is None
+        """True while :meth:`serve` hosts the group (or will): a group that ends has a successor."""
         self._waiting: list[_Task] = []
         """Tasks asked for while no group was running; the next group starts them."""
         self._kept: set[_Task] = set()
@@ -106,13 +109,21 @@ class Tasks:
         self._start(task)
 
     def _start(self, task: _Task) -> None:
+        """Start the task in the group; if it has ended, in its successor (or raise, if none).
+
+        A group being cancelled still takes it: the task runs to its first
+        checkpoint, so its ``finally`` blocks run, as for every task of that group.
+        """
         group = self._group
-        if group is not None and not group.cancel_scope.cancel_called:
+        if group is not None:
             try:
                 group.start_soon(self._run, task, name=task.what)
                 return
-            except RuntimeError:  # the group has just ended: its successor starts the task
+            except RuntimeError:
                 pass
+        if not self._served:
+            self._kept.discard(task)
+            raise RuntimeError(MSG_TASKS_ENDED)
         if not task.keep:  # a kept one is started from _kept
             self._waiting.append(task)
 
@@ -157,7 +168,8 @@ class Tasks:
                     self._replacing(None)
             finally:
                 self._group = None
-            if not stop.is_set():
+                self._served = not stop.is_set()
+            if self._served:
                 await anyio.sleep(RESTART_DELAY)
 
     def _replacing(self, exc: BaseException | None) -> None:

@@ -19,7 +19,13 @@ from mcp_session_mw.jsonrpc import INTERNAL_ERROR
 from mcp_session_mw.protocol import mint_session_id
 from mcp_session_mw.records import SessionRecord
 from mcp_session_mw.streams import MSG_NO_RESPONSE, StreamOptions
-from mcp_session_mw.tasks import MSG_CLEANUP_FAILED, MSG_GROUP_REPLACED, MSG_TASK_FAILED, Tasks
+from mcp_session_mw.tasks import (
+    MSG_CLEANUP_FAILED,
+    MSG_GROUP_REPLACED,
+    MSG_TASK_FAILED,
+    MSG_TASKS_ENDED,
+    Tasks,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -191,7 +197,10 @@ async def test_a_group_that_ends_is_replaced_and_its_duties_and_later_tasks_run_
             group = tasks._group
             assert group is not None
             group.start_soon(raw_failure)  # the one way left to end the group
-            tasks.spawn("a later task", later)  # asked for while the group ends
+            while tasks._group is not None:  # a checkpoint at a time: no sleep to outrun
+                await anyio.lowlevel.checkpoint()
+            tasks.spawn("a later task", later)  # asked for between two groups
+            assert not later_ran.is_set()
             await duty_started.wait()
             await later_ran.wait()
             assert tasks.replaced == 1
@@ -201,6 +210,22 @@ async def test_a_group_that_ends_is_replaced_and_its_duties_and_later_tasks_run_
     assert duty_runs == [1, 1]
     [line] = lines(caplog, MSG_GROUP_REPLACED)
     assert "started on the group directly" in line
+
+
+async def test_no_task_starts_once_its_group_is_gone_for_good() -> None:
+    async def nothing() -> None:
+        pass
+
+    async with anyio.create_task_group() as tg:
+        hosted = Tasks(tg)
+    with pytest.raises(RuntimeError, match=MSG_TASKS_ENDED):
+        hosted.spawn("a late task", nothing)
+    served, stop = Tasks(), anyio.Event()
+    async with anyio.create_task_group() as host:
+        await host.start(served.serve, stop)
+        stop.set()
+    with pytest.raises(RuntimeError, match=MSG_TASKS_ENDED):
+        served.keep("a late duty", nothing)
 
 
 async def test_serve_ends_when_told_and_cancels_what_runs() -> None:
