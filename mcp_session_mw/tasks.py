@@ -41,7 +41,7 @@ MAX_RESTART_DELAY = 30.0
 """A duty that fails again at once waits twice as long each time, up to this."""
 
 # Messages tests assert on.
-MSG_TASK_FAILED = "background task failed ({}); it ended alone, the rest runs on"
+MSG_TASK_FAILED = "a background task failed ({}); the others run on"
 """``str.format``-ed with what the task does: each kind of task has its own rate limit."""
 MSG_CLEANUP_FAILED = "ending what a failed background task owned failed ({})"
 MSG_GROUP_REPLACED = "the middleware's background task group ended; a new one was started"
