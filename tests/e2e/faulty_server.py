@@ -36,6 +36,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mcp_session_mw import SessionMiddleware
+from mcp_session_mw.logs import log_failure
 from mcp_session_mw.rehydrate import RECREATE_REQUEST_ID
 
 FAULT_HEADER = b"x-fault"
@@ -43,6 +44,8 @@ WATCHED = "test://watched"
 BEFORE_FAULT = "sent before the fault"
 """The data of the log message the faulty GET stream sends before it raises."""
 LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+QUIET_SECONDS = 3600.0
+"""The failure log's rate limit here (see mcp_session_mw.logs): longer than any test."""
 
 
 class UpstreamDropped(Exception):
@@ -146,6 +149,9 @@ def main() -> None:
     parser.add_argument("--store", required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    # One line per kind of failure for the whole run, however slow the machine:
+    # a test counts them.
+    log_failure.interval = QUIET_SECONDS
     uvicorn.run(
         build_app(args.store, args.host), host=args.host, port=args.port, log_level="warning"
     )
