@@ -16,14 +16,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskGroup
 from starlette.types import Message, Send
 
 from .durable import DurableResponse
-from .jsonrpc import RequestId
+from .jsonrpc import INTERNAL_ERROR, MSG_APP_FAILED, RequestId, send_error
 from .protocol import SESSION_HEADER
 from .stores.base import Store
 from .streams import StreamOptions
+from .tasks import Tasks
 from .watch import StreamWatcher
 
 if TYPE_CHECKING:
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 _SESSION = SESSION_HEADER.encode()
 _DISCONNECT: Message = {"type": "http.disconnect"}
+
+MSG_APP_RAISED = "the app raised while answering a request; that response was ended with an error"
+"""Logged (rate-limited) when the app raises on a client's request (see :meth:`AppCall.fail`)."""
 
 
 class AppCall:
@@ -53,7 +56,7 @@ class AppCall:
         "_request_id",
         "_session",
         "_store",
-        "_task_group",
+        "_tasks",
         "_unrecorded",
         "_waiting",
         "_watcher",
@@ -72,7 +75,7 @@ class AppCall:
         request_id: RequestId,
         protocol_version: str,
         options: StreamOptions,
-        task_group: TaskGroup,
+        tasks: Tasks,
         watcher: StreamWatcher | None,
         unrecorded: list[str] | None,
         hold_404: bool,
@@ -84,7 +87,7 @@ class AppCall:
         self._request_id = request_id
         self._protocol_version = protocol_version
         self._options = options
-        self._task_group: TaskGroup | None = task_group
+        self._tasks: Tasks | None = tasks
         self._watcher = watcher
         self._unrecorded = unrecorded
         self._hold_404 = hold_404
@@ -125,8 +128,8 @@ class AppCall:
 
     async def _start(self, message: Message) -> None:
         self.status = status = message["status"]
-        session, send, task_group = self._session, self._client_send, self._task_group
-        if session is None or send is None or task_group is None:
+        session, send, tasks = self._session, self._client_send, self._tasks
+        if session is None or send is None or tasks is None:
             return  # cut: the request is over
         if self._hold_404 and status == 404:
             self.held = True
@@ -138,7 +141,7 @@ class AppCall:
                 protocol_version=self._protocol_version,
                 options=self._options,
                 send=send,
-                task_group=task_group,
+                tasks=tasks,
                 watcher=self._watcher,
                 unrecorded=self._unrecorded,
             )
@@ -148,13 +151,32 @@ class AppCall:
             with contextlib.suppress(OSError):  # the app finishes its work all the same
                 await send(message)
 
+    async def fail(self) -> None:
+        """The app raised: end its response with what the client should see.
+
+        A durable response needs nothing here: its ``finish`` stores and sends
+        the JSON-RPC error for the request after the events stored so far. A
+        response not yet begun is answered 500 with a JSON-RPC error body; one
+        begun otherwise is ended where it broke.
+        """
+        send = self._client_send
+        if self.durable is not None or self._complete or self.held or send is None:
+            return
+        self._complete = True
+        with contextlib.suppress(OSError):
+            if self.status == 0:
+                self.status = 500
+                await send_error(send, 500, INTERNAL_ERROR, MSG_APP_FAILED, self._request_id)
+            else:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     def cut(self) -> None:
         """The app returned: drop the request's body, the client, the session and the response.
 
         Read :attr:`durable` first: it is None from here on.
         """
         self._body = None
-        self._client_send = self._session = self._task_group = self._unrecorded = None
+        self._client_send = self._session = self._tasks = self._unrecorded = None
         self.durable = None
         self._complete = True
         waiting, self._waiting = self._waiting, None

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import anyio
 import anyio.lowlevel
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from starlette.types import Message, Send
 
@@ -56,6 +55,7 @@ from .streams import (
     priming_event,
     wants_priming,
 )
+from .tasks import Tasks
 from .watch import OPEN_DELAY, TICK, StreamWatcher
 
 logger = logging.getLogger("mcp_session_mw")
@@ -131,7 +131,7 @@ class DurableResponse:
         protocol_version: str,
         options: StreamOptions,
         send: Send,
-        task_group: TaskGroup,
+        tasks: Tasks,
         watcher: StreamWatcher | None = None,
         unrecorded: list[str] | None = None,
     ) -> None:
@@ -142,7 +142,7 @@ class DurableResponse:
         self.options = options
         self.stream_id = mint_stream_id()
         self._send = send
-        self._tg = task_group
+        self._tasks = tasks
         self._watcher = watcher
         self._unrecorded = [] if unrecorded is None else unrecorded
         self._started = started = time.monotonic()
@@ -167,7 +167,9 @@ class DurableResponse:
         if self._watcher is not None:
             self._watcher.add(self)
         else:
-            self._tg.start_soon(self._watch_alone)
+            self._tasks.spawn(
+                "a durable response's clock", self._watch_alone, on_failure=self._broken
+            )
         self._head = message
         if wants_priming(self.protocol_version):
             self._priming = priming_event(self.stream_id, 0, self.options.retry_ms)
@@ -221,10 +223,13 @@ class DurableResponse:
         else:
             queue = self._queue_in or self._start_writer()
             for queued in kept:
-                try:  # no checkpoint per event: the writer need not run after each one
-                    queue.send_nowait(queued)
-                except anyio.WouldBlock:
-                    await queue.send(queued)
+                try:
+                    try:  # no checkpoint per event: the writer need not run after each one
+                        queue.send_nowait(queued)
+                    except anyio.WouldBlock:
+                        await queue.send(queued)
+                except anyio.BrokenResourceError:
+                    break  # the writer failed (see _broken): finish() stores the error
                 # Only once it is queued: a send cancelled on the way (the
                 # server exiting) leaves the response without its answer, and
                 # finish() stores the error for it.
@@ -290,7 +295,10 @@ class DurableResponse:
         if self._finished or self._queue_in is None:
             return
         flushed = anyio.Event()
-        await self._queue_in.send(_Mark(flushed=flushed))
+        try:
+            await self._queue_in.send(_Mark(flushed=flushed))
+        except anyio.BrokenResourceError:  # the writer failed: nothing more is stored
+            return
         await flushed.wait()
 
     def finish_at_once(self) -> bool:
@@ -361,7 +369,7 @@ class DurableResponse:
             return
         try:
             await self._queue_in.send(_Mark(close=True))
-        except anyio.ClosedResourceError:
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             await self.close_connection()
 
     async def close_connection(self) -> None:
@@ -373,7 +381,16 @@ class DurableResponse:
     def _start_writer(self) -> MemoryObjectSendStream[_Item]:
         self._queue_in, queue_out = anyio.create_memory_object_stream[_Item](QUEUE_SIZE)
         self._writer_done = anyio.Event()
-        self._tg.start_soon(self._write, queue_out)
+        try:
+            self._tasks.spawn(
+                "a durable response's writer", self._write, queue_out, on_failure=self._broken
+            )
+        except RuntimeError:  # the server is gone (see tasks): finish() need not wait for it
+            self._queue_in.close()
+            queue_out.close()
+            self._queue_in = None
+            self._writer_done = None
+            raise
         return self._queue_in
 
     def tick(self, now: float) -> None:
@@ -390,13 +407,17 @@ class DurableResponse:
         if not self._opened and not self._got_event and self._open_busy is None:
             if not self._ending and now - self._started >= OPEN_DELAY:
                 self._open_busy = anyio.Event()
-                self._tg.start_soon(self._open_alone)
+                self._tasks.spawn(
+                    "opening a durable stream", self._open_alone, on_failure=self._broken
+                )
         elif self._opened and not self._stream_done and now >= self._renew_at:
             self._renew_at = now + self.options.lease_seconds / 3
-            self._tg.start_soon(self._renew_lease)
+            self._tasks.spawn("renewing a stream lease", self._renew_lease)
         if self._cut_at is not None and now >= self._cut_at:
             self._cut_at = None
-            self._tg.start_soon(self.request_close)
+            self._tasks.spawn(
+                "ending a stream's connection", self.request_close, on_failure=self._broken
+            )
 
     async def _watch_alone(self) -> None:
         """Keep this response's time when the middleware has no watcher (no lifespan)."""
@@ -577,6 +598,18 @@ class DurableResponse:
                 await self.close_connection()
             if mark.flushed is not None:
                 mark.flushed.set()
+
+    async def _broken(self) -> None:
+        """A task of this response failed (a bug, not the store): end the client's stream.
+
+        The client gets a JSON-RPC error for its request after what was sent
+        so far, and its connection ends; :meth:`finish` stores the same error
+        when the app is done, for a resuming client.
+        """
+        if self.request_id is not None and not self._final_stored:
+            error = error_event(self.request_id, INTERNAL_ERROR, MSG_NO_RESPONSE)
+            await self._to_client(_body(encode_event(error)))
+        await self.close_connection()
 
     async def _fail(self) -> None:
         """The store is unavailable: end the response with a JSON-RPC error for the request."""

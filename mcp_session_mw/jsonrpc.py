@@ -35,6 +35,7 @@ MSG_REPLY_NOT_TAKEN = (
 )
 MSG_BAD_EVENT_ID = "Bad Request: unknown or malformed Last-Event-ID"
 MSG_APP_SESSION_FAILED = "Internal error: the session could not be re-created in the server"
+MSG_APP_FAILED = "Internal error: the server failed while answering the request"
 MSG_HEADER_TOO_LARGE = "Request Header Fields Too Large"
 MSG_UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Content-Type must be application/json"
 MSG_BAD_INITIALIZE = (
@@ -58,6 +59,7 @@ REASONS: dict[str, str] = {
     MSG_REPLY_NOT_TAKEN: "reply_not_taken",
     MSG_BAD_EVENT_ID: "bad_event_id",
     MSG_APP_SESSION_FAILED: "app_session_failed",
+    MSG_APP_FAILED: "app_failed",
     MSG_HEADER_TOO_LARGE: "header_too_large",
     MSG_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
     MSG_BAD_INITIALIZE: "bad_initialize",

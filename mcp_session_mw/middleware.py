@@ -28,12 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
-from anyio.abc import TaskGroup, TaskStatus
+from anyio.abc import TaskStatus
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import metrics
-from .app_call import AppCall
+from .app_call import MSG_APP_RAISED, AppCall
 from .asgi import (
     BodyTooLarge,
     CapturedResponse,
@@ -93,6 +93,7 @@ from .protocol import (
 from .records import SessionRecord, StreamState
 from .rehydrate import (
     GATEWAY_STATUSES,
+    MSG_RECREATE_FAILED,
     AppSessionError,
     LocalSession,
     LocalSessions,
@@ -115,6 +116,7 @@ from .streams import (
     wants_priming,
     was_evicted,
 )
+from .tasks import Tasks
 from .watch import OPEN_DELAY, StreamWatcher
 
 if TYPE_CHECKING:
@@ -272,7 +274,7 @@ class SessionMiddleware:
         self.app_session_idle_timeout = app_session_idle_timeout
         self._store_open = False
         self._open_lock = anyio.Lock()
-        self._background: TaskGroup | None = None
+        self._background: Tasks | None = None
         self._watcher: StreamWatcher | None = None
         self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
@@ -376,7 +378,7 @@ class SessionMiddleware:
                 # Requests still in the app finish first (up to the grace), then
                 # the background work ends, before the app shuts down.
                 await self.drain.drain()
-                stop.set()
+                halt()
             return message
 
         async def lifespan_send(message: Message) -> None:
@@ -385,21 +387,26 @@ class SessionMiddleware:
             await send(message)
 
         async def background(*, task_status: TaskStatus[None]) -> None:
-            async with anyio.create_task_group() as tg:
-                self._background = tg
-                self._watcher = watcher = StreamWatcher()
-                tg.start_soon(watcher.run)
-                if self.janitor is not None:
-                    tg.start_soon(self.janitor.run)
-                if self.drain.grace > 0:
-                    tg.start_soon(self.drain.watch)
-                if self.app_session_idle_timeout is not None:
-                    tg.start_soon(self._close_idle, self.app_session_idle_timeout)
-                task_status.started()
-                await stop.wait()
-                self._background = None
-                self._watcher = None
-                tg.cancel_scope.cancel()
+            # Every task in it contains its own failures; should the group end
+            # anyway, serve() starts a new one (see tasks).
+            tasks = self._background = Tasks()
+            self._watcher = watcher = StreamWatcher()
+            tasks.keep("the stream watcher", watcher.run)
+            if self.janitor is not None:
+                tasks.keep("the janitor", self.janitor.run)
+            if self.drain.grace > 0:
+                tasks.keep("the shutdown watch", self.drain.watch)
+            if self.app_session_idle_timeout is not None:
+                tasks.keep(
+                    "closing idle app sessions", self._close_idle, self.app_session_idle_timeout
+                )
+            await tasks.serve(stop, task_status=task_status)
+
+        def halt() -> None:
+            # Requests from here on bring tasks of their own (see _respond_alone).
+            self._background = None
+            self._watcher = None
+            stop.set()
 
         self.drain.reset()
         self.drain.hold()
@@ -409,7 +416,7 @@ class SessionMiddleware:
                 try:
                     await self.app(scope, lifespan_receive, lifespan_send)
                 finally:
-                    stop.set()
+                    halt()
         finally:
             self.drain.release()
 
@@ -792,18 +799,21 @@ class SessionMiddleware:
                 if app_id is None and self.mode != "stateless":
                     try:
                         app_id = await self._app_session(scope, session_id, local, record)
-                    except AppSessionError as exc:
-                        log_failure(logger, "re-creating a session in the app failed")
+                    except (
+                        Exception
+                    ) as exc:  # AppSessionError, or the app raised (never cancellation)
+                        log_failure(logger, MSG_RECREATE_FAILED)
+                        app_status = exc.status if isinstance(exc, AppSessionError) else 500
                         # A gateway status passes (an upstream down or slow behind a
                         # proxy); an app full of sessions busy here asks for a moment.
-                        refused = exc.status if exc.status in GATEWAY_STATUSES else 500
+                        refused = app_status if app_status in GATEWAY_STATUSES else 500
                         await send_error(
                             send,
                             refused,
                             INTERNAL_ERROR,
                             MSG_APP_SESSION_FAILED,
                             request_id,
-                            _RETRY_AFTER if exc.status == APP_FULL else None,
+                            _RETRY_AFTER if app_status == APP_FULL else None,
                         )
                         return
                 set_headers = {_VERSION: version.encode()}
@@ -880,7 +890,16 @@ class SessionMiddleware:
         """:meth:`_respond` without a lifespan (a mounted app): in a task group of its own."""
         async with anyio.create_task_group() as tg:
             status = await self._respond(
-                tg, None, scope, body, send, session, request_id, protocol_version, hold_404, local
+                Tasks(tg),
+                None,
+                scope,
+                body,
+                send,
+                session,
+                request_id,
+                protocol_version,
+                hold_404,
+                local,
             )
             # What is left is the response's own clock, which would sleep on.
             tg.cancel_scope.cancel()
@@ -888,7 +907,7 @@ class SessionMiddleware:
 
     async def _respond(
         self,
-        tg: TaskGroup,
+        tasks: Tasks,
         watcher: StreamWatcher | None,
         scope: Scope,
         body: bytes,
@@ -904,8 +923,10 @@ class SessionMiddleware:
         The app never sees ``http.disconnect``: a tool keeps running when its
         client leaves, and an SSE answer is stored event by event before it
         is forwarded (see :class:`DurableResponse`), so the client can resume.
-        A response's own tasks (a writer for a long one) run in ``tg`` (the
-        middleware's task group), and its clock is ``watcher``.
+        A response's own tasks (a writer for a long one) run in ``tasks`` (the
+        middleware's background tasks), and its clock is ``watcher``. An app
+        that raises costs this response alone: the failure is logged, and the
+        client gets the JSON-RPC error for its request (see :meth:`AppCall.fail`).
         """
         call = AppCall(
             body=body,
@@ -915,7 +936,7 @@ class SessionMiddleware:
             request_id=request_id,
             protocol_version=protocol_version,
             options=self.streams,
-            task_group=tg,
+            tasks=tasks,
             watcher=watcher,
             unrecorded=None if local is None else local.unrecorded_streams,
             hold_404=hold_404,
@@ -925,6 +946,9 @@ class SessionMiddleware:
             await self.app(scope, call.receive, call.send)
             if call.durable is not None:
                 await self._drain(scope, call.durable)
+        except Exception:  # never cancellation, a BaseException
+            log_failure(logger, MSG_APP_RAISED)
+            await call.fail()
         finally:
             durable = call.durable
             call.cut()
@@ -1101,7 +1125,7 @@ class SessionMiddleware:
             protocol_version=protocol_version,
             instance_id=self.streams.instance_id,
         )
-        self._background.start_soon(local.worker.run)
+        self._background.keep("an app session's worker", local.worker.run)
 
     def _learn_mode(self, app_id: str | None) -> None:
         if self.mode == "auto":

@@ -33,6 +33,8 @@ from .setup_replay import setup_requests
 logger = logging.getLogger("mcp_session_mw")
 
 RECREATE_REQUEST_ID = "mcp-session-mw:recreate"
+MSG_RECREATE_FAILED = "re-creating a session in the app failed"
+"""Logged (rate-limited) when the app refuses, or raises on, a re-created session."""
 _JSON = b"application/json"
 _ACCEPT = b"application/json, text/event-stream"
 _DROP = frozenset(

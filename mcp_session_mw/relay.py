@@ -27,7 +27,6 @@ import secrets
 from typing import Any
 
 import anyio
-from anyio.abc import TaskGroup
 from starlette.types import ASGIApp, Message, Scope
 
 from .asgi import body_only, call_and_capture
@@ -39,6 +38,7 @@ from .rehydrate import internal_scope
 from .sse import SSEEvent, SSEParseError, SSEParser
 from .stores.base import Store
 from .streams import STANDALONE_STREAM
+from .tasks import Tasks
 
 logger = logging.getLogger("mcp_session_mw")
 
@@ -47,6 +47,8 @@ PENDING_KEY = "pending"
 MAX_PENDING = 1000
 REPLY_STREAM_PREFIX = "reply-"
 FOLLOW_TIMEOUT = 5.0
+PUMP = "copying an app session's GET stream"
+"""What the pump is called in the log line of its failure (see tasks.MSG_TASK_FAILED)."""
 _JSON = b"application/json"
 
 
@@ -230,7 +232,7 @@ class AppSessionWorker:
             "POST",
             {**headers, b"content-type": _JSON, b"accept": b"application/json, text/event-stream"},
         )
-        self._tasks: TaskGroup | None = None
+        self._tasks: Tasks | None = None
         self._stopped = False
         self._expected: set[str] = set()
         """Pending keys of this app session's requests not yet seen settled."""
@@ -242,13 +244,26 @@ class AppSessionWorker:
         _workers[(instance_id, session_id)] = self
 
     async def run(self) -> None:
+        """Pump (and follow the inbox when needed) until :meth:`stop`.
+
+        Each duty contains its own failures (see :mod:`mcp_session_mw.tasks`):
+        an app that raises from its GET stream costs the pump that stream
+        (it opens the app's GET stream again, after a pause that grows while
+        the app fails again at once), and the inbox goes on. Run again (by
+        the middleware's new task group, if its old one ended), it starts
+        afresh, unless stopped.
+        """
+        if self._stopped:
+            return
+        self.scope = anyio.CancelScope()  # one per run: a scope is entered once
+        _workers[(self.instance_id, self.session_id)] = self
         try:
             with self.scope:
                 async with anyio.create_task_group() as tg:
-                    self._tasks = tg
-                    tg.start_soon(self._pump)
+                    self._tasks = tasks = Tasks(tg)
+                    tasks.keep(PUMP, self._pump)
                     if self._start_at is not None:
-                        tg.start_soon(self._inbox, self._start_at)
+                        tasks.spawn("an app session's reply inbox", self._inbox, self._start_at)
                         self._start_at = None
                     await anyio.sleep_forever()  # the inbox may be needed after the pump ends
         finally:
@@ -284,7 +299,7 @@ class AppSessionWorker:
         if self._tasks is None:
             self._start_at = state.last_seq  # run() has not started yet
         else:
-            self._tasks.start_soon(self._inbox, state.last_seq)
+            self._tasks.spawn("an app session's reply inbox", self._inbox, state.last_seq)
 
     async def _pump(self) -> None:
         """Copy the app's GET stream into the session's standalone stream."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import Any
 
@@ -13,12 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.types import Message, Receive, Scope, Send
 
-from mcp_session_mw import MemoryStore, SessionMiddleware
-from mcp_session_mw.app_call import AppCall, _take_start_scan, take_start
+from mcp_session_mw import MemoryStore, SessionMiddleware, logs
+from mcp_session_mw.app_call import MSG_APP_RAISED, AppCall, _take_start_scan, take_start
 from mcp_session_mw.asgi import RequestHeads, with_headers
+from mcp_session_mw.jsonrpc import INTERNAL_ERROR, MSG_APP_FAILED
 from mcp_session_mw.records import SessionRecord
 from mcp_session_mw.session import Session
 from mcp_session_mw.streams import StreamOptions
+from mcp_session_mw.tasks import Tasks
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +54,7 @@ def make_call(sent: list[Message], tg: Any, *, hold_404: bool = False) -> AppCal
         request_id=1,
         protocol_version="2025-11-25",
         options=StreamOptions(),
-        task_group=tg,
+        tasks=Tasks(tg),
         watcher=None,
         unrecorded=None,
         hold_404=hold_404,
@@ -177,10 +180,70 @@ async def test_an_app_that_keeps_its_send_keeps_nothing_of_the_response() -> Non
     call = send.__self__  # type: ignore[attr-defined]
     assert isinstance(call, AppCall)
     assert call.durable is None
-    assert (call._session, call._client_send, call._task_group) == (None, None, None)
+    assert (call._session, call._client_send, call._tasks) == (None, None, None)
 
 
 # -- the dict fast paths ----------------------------------------------------------------
+
+
+class Dropped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("when", ["before the start", "after the start"])
+async def test_an_app_that_raises_costs_that_response_alone(
+    when: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not the server's business: a JSON-RPC error before the start, the end of the body after."""
+    caplog.set_level(logging.WARNING, "mcp_session_mw")
+    logs.log_failure.reset()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        request = json.loads((await receive())["body"])
+        headers = [(b"content-type", b"application/json"), (SESSION, b"app-1")]
+        if request.get("method") == "initialize":
+            result: dict[str, Any] = {"protocolVersion": "2025-11-25", "capabilities": {}}
+            answer = {"jsonrpc": "2.0", "id": request["id"], "result": result}
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": json.dumps(answer).encode()})
+            return
+        if when == "after the start":
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b'{"jsonrpc"', "more_body": True})
+        raise Dropped("the upstream dropped")
+
+    middleware = SessionMiddleware(app, store=MemoryStore(), mode="rehydrate")
+    headers = {"content-type": "application/json", "accept": "application/json, text/event-stream"}
+    transport = httpx.ASGITransport(app=middleware)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        init = {
+            "jsonrpc": "2.0",
+            "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {}},
+        }
+        response = await client.post("/mcp", json=init, headers=headers)
+        session_headers = {**headers, "mcp-session-id": response.headers["mcp-session-id"]}
+        answers = [
+            await client.post(
+                "/mcp", json={"jsonrpc": "2.0", "id": 5, "method": "ping"}, headers=session_headers
+            )
+            for _ in range(2)
+        ]
+    for answer in answers:
+        if when == "before the start":
+            assert answer.status_code == 500
+            assert answer.json() == {
+                "jsonrpc": "2.0",
+                "id": 5,
+                "error": {"code": INTERNAL_ERROR, "message": MSG_APP_FAILED},
+            }
+        else:
+            assert answer.status_code == 200
+            assert answer.content == b'{"jsonrpc"'  # ended where it broke
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith(MSG_APP_RAISED)]
+    assert "Dropped: the upstream dropped" in line
+
 
 NAMES = st.sampled_from(
     [

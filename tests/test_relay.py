@@ -252,3 +252,46 @@ async def test_a_reply_for_a_deleted_session_is_not_taken_for_an_outage() -> Non
             tg.start_soon(delete_soon)
             with pytest.raises(SessionNotFoundError):
                 await relay.hand_over(store, session_id, "proc-a", b"{}", '"k"', WAIT)
+
+
+class GroupKiller(Exception):
+    """Raised by a task started on the middleware's group directly, bypassing containment."""
+
+
+@pytest.mark.usefixtures("short_follow")
+async def test_a_background_group_that_ends_is_replaced_and_its_workers_run_again() -> None:
+    store = CountingStore()
+    async with processes(store) as (owner, other):
+        held = await open_session(owner)
+        worker = owner.worker(held)
+        await until(lambda: worker._tasks is not None)
+        tasks = owner.middleware._background
+        assert tasks is not None
+        group = tasks._group
+        assert group is not None
+
+        async def kill() -> None:
+            raise GroupKiller
+
+        group.start_soon(kill)
+        await until(lambda: tasks.replaced == 1 and worker._tasks is not None)
+        assert tasks._group is not group
+        # The worker of the session held before runs again: a reply still reaches the app.
+        result: list[str] = []
+        async with anyio.create_task_group() as tg:
+
+            async def ask() -> None:
+                result.append(await call(owner, held, "ask", 3))
+
+            tg.start_soon(ask)
+            request_id = await pending_request_id(store, held)
+            reply = {"jsonrpc": "2.0", "id": request_id, "result": {"action": "decline"}}
+            answered = await other.post(held, reply)
+            assert answered.status_code == 202, answered.text
+        assert result == ["decline:"]
+        # New and re-created sessions start their workers in the new group.
+        fresh = await open_session(owner)
+        assert await call(owner, fresh, "plain", 4) == "plain"
+        elsewhere = await open_session(other)
+        assert await call(owner, elsewhere, "plain", 5) == "plain"
+        await until(lambda: owner.worker(elsewhere)._tasks is not None)
