@@ -14,15 +14,40 @@ its types; the middleware itself never does.
 
 from __future__ import annotations
 
-from .bus import StoreSubscriptionBus
-from .handles import HandleNotFoundError, HandleState, StateHandles
-from .keyring import KeyRingEmptyError, StoreKeyRing
-from .once import SingleUseGuard
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bus import StoreSubscriptionBus
+    from .handles import HandleNotFoundError, HandleState, StateHandles
+    from .keyring import KeyRingEmptyError, KeyRingError, StoreKeyRing
+    from .once import SingleUseGuard
+
+# Imported on first use, so that the command line (``keys``) loads without the SDK.
+_WHERE = {
+    "StoreSubscriptionBus": "bus",
+    "HandleNotFoundError": "handles",
+    "HandleState": "handles",
+    "StateHandles": "handles",
+    "KeyRingEmptyError": "keyring",
+    "KeyRingError": "keyring",
+    "StoreKeyRing": "keyring",
+    "SingleUseGuard": "once",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
 
 __all__ = [
     "HandleNotFoundError",
     "HandleState",
     "KeyRingEmptyError",
+    "KeyRingError",
     "SingleUseGuard",
     "StateHandles",
     "StoreKeyRing",

@@ -52,7 +52,7 @@ class KeyRingEmptyError(SessionMiddlewareError):
     """The ring has no primary key (yet): nothing can be sealed."""
 
 
-class KeyRingError(SessionMiddlewareError, ValueError):
+class KeyRingError(ConfigurationError):
     """A ring operation that does not apply (unknown key, retiring the primary, …)."""
 
 
