@@ -90,8 +90,11 @@ async def list_keys(store: Store) -> list[KeyInfo]:
     """The ring's keys, primary first, then staged, then retiring, oldest first in each."""
     record = await store.load(RING_ID)
     entries = _entries(record.state) if record is not None else []
+    return _ordered([_info(entry) for entry in entries])
+
+
+def _ordered(infos: list[KeyInfo]) -> list[KeyInfo]:
     order = {PRIMARY: 0, STAGED: 1, RETIRING: 2}
-    infos = [_info(entry) for entry in entries]
     return sorted(infos, key=lambda info: (order.get(info.role, 3), info.created_at))
 
 
@@ -215,6 +218,8 @@ class StoreKeyRing:
         self._store = store
         self.refresh_interval = float(refresh_interval)
         self.codec = RingCodec()
+        self.keys: list[KeyInfo] = []
+        """The keys read last, primary first (ids and roles, never secrets)."""
         self._task: asyncio.Task[None] | None = None
 
     def security(self, **options: Any) -> Any:
@@ -227,7 +232,8 @@ class StoreKeyRing:
         record = await self._store.load(RING_ID)
         entries = _entries(record.state) if record is not None else []
         self.codec.install(entries)
-        return [_info(entry) for entry in entries]
+        self.keys = _ordered([_info(entry) for entry in entries])
+        return self.keys
 
     async def start(self) -> None:
         """Read the ring, then keep refreshing it until :meth:`aclose`."""
