@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from datetime import datetime, timezone
 from typing import Any, TextIO
 
@@ -19,6 +20,7 @@ from ..stores.base import Store
 from .keyring import KeyInfo, generate_key, list_keys, retire_key, rotate_keys
 
 EXIT_OK = 0
+KEYS_ENV = "MCP_SESSION_ENCRYPTION_KEYS"
 
 
 def register(topics: Any, common: argparse.ArgumentParser) -> None:
@@ -32,11 +34,20 @@ def register(topics: Any, common: argparse.ArgumentParser) -> None:
         ("list", "the keys, primary first (never their secrets)"),
         ("generate", "add a staged key (the primary when the ring is empty)"),
         ("rotate", "make the newest staged key the primary"),
+        ("retire", "remove a non-primary key"),
     ):
-        actions.add_parser(name, parents=[common], help=text).set_defaults(handler=run)
-    retire = actions.add_parser("retire", parents=[common], help="remove a non-primary key")
-    retire.add_argument("key_id", metavar="ID")
-    retire.set_defaults(handler=run)
+        action = actions.add_parser(name, parents=[common], help=text)
+        if name == "retire":
+            action.add_argument("key_id", metavar="ID")
+        action.add_argument(
+            "--encryption-key",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help=f"the store's encryption key, when the servers encrypt it (repeat; "
+            f"default ${KEYS_ENV}, comma-separated)",
+        )
+        action.set_defaults(handler=run)
 
 
 def _line(info: KeyInfo) -> str:
@@ -53,8 +64,18 @@ def _show(infos: list[KeyInfo], args: argparse.Namespace, out: TextIO) -> None:
             out.write(_line(info) + "\n")
 
 
+def _encryption_keys(args: argparse.Namespace) -> list[str]:
+    given: list[str] = list(args.encryption_key)
+    return given or [k.strip() for k in os.environ.get(KEYS_ENV, "").split(",") if k.strip()]
+
+
 async def run(args: argparse.Namespace, out: TextIO, make_store: Any) -> int:
     store: Store = make_store(args, None)
+    keys = _encryption_keys(args)
+    if keys:  # the ring is read and written as the servers do: through the encryption
+        from ..encryption import EncryptedStore
+
+        store = EncryptedStore(store, keys)
     try:
         await store.open()
         if args.action == "generate":

@@ -1,8 +1,8 @@
 """A single-use guard shared by every replica: ``await once(token, ttl)``.
 
-The first call for a token stores a marker with create-if-absent (Redis
-``SET NX``, SQL ``INSERT`` refused by the primary key, the memory store's own
-check) and returns True; every later call, on any process on the same store,
+The first call for a token stores a marker with the store's create-if-absent
+(one Lua script on Redis, an ``INSERT`` the primary key refuses on SQL, the
+memory store's own check) and returns True; every later call, on any process on the same store,
 returns False until ``ttl`` seconds have passed. The token itself is never
 stored: the store keeps only the digest of the reserved id.
 """

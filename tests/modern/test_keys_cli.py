@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import anyio
 import pytest
 
 from mcp_session_mw.cli import EXIT_OK, EXIT_USAGE, main
@@ -42,3 +43,33 @@ def test_the_key_ring_from_the_command_line(
     assert status == EXIT_OK
     assert first not in out
     assert second in out
+
+
+def test_the_ring_of_an_encrypted_store_is_encrypted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mcp_session_mw.encryption import generate_key as encryption_key
+    from mcp_session_mw.modern.keyring import RING_ID
+    from mcp_session_mw.stores import create_store
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'keys.db'}"
+    key = encryption_key()
+    status, out, _ = keys(capsys, url, "generate", "--encryption-key", key)
+    assert status == EXIT_OK
+    key_id = out.split()[0]
+    status, out, _ = keys(capsys, url, "list", "--encryption-key", key)
+    assert out.split()[:2] == [key_id, "primary"]
+
+    async def raw_state() -> str:
+        store = create_store(url)
+        await store.open()
+        try:
+            record = await store.load(RING_ID)
+        finally:
+            await store.close()
+        assert record is not None
+        return json.dumps(record.state)
+
+    stored = anyio.run(raw_state)
+    assert key_id not in stored
+    assert "secret" not in stored
