@@ -106,6 +106,7 @@ class StoreSubscriptionBus:
             self.store = store_or_url
             self._owns_store = False
         self.poll_interval = float(poll_interval)
+        self.channel = channel
         self._channel = choose_channel(self.store, channel, self.poll_interval)
         self._listeners: dict[object, Listener] = {}
         self._task: asyncio.Task[None] | None = None

@@ -37,6 +37,11 @@ PUBLISH_TIMEOUT = 5.0
 _PG_NAME_RE = re.compile(r"[^a-z0-9_]")
 
 
+def connection_name(channel: str) -> str:
+    """What the subscriber's connection calls itself (Redis CLIENT LIST, pg_stat_activity)."""
+    return f"mcp-session-mw-bus-{channel}"[:63]
+
+
 class Channel(Protocol):
     async def publish(self, text: str) -> None: ...
 
@@ -64,6 +69,7 @@ class RedisChannel:
         else:
             options = dict(pool.connection_kwargs)
             options["socket_timeout"] = REDIS_READ_SLICE + HEALTH_INTERVAL
+            options["client_name"] = connection_name(self._name)
             dedicated = aioredis.ConnectionPool(connection_class=pool.connection_class, **options)
             client = aioredis.Redis(connection_pool=dedicated)
             pubsub = client.pubsub(ignore_subscribe_messages=True)
@@ -110,7 +116,9 @@ class PostgresChannel:
         import asyncpg
 
         dsn = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        conn = await asyncio.wait_for(asyncpg.connect(dsn), HEALTH_INTERVAL)
+        settings = {"application_name": connection_name(self._name)}
+        connecting = asyncpg.connect(dsn, server_settings=settings)
+        conn = await asyncio.wait_for(connecting, HEALTH_INTERVAL)
         lost = asyncio.Event()
 
         def on_notify(_conn: Any, _pid: int, _channel: str, payload: str) -> None:

@@ -17,7 +17,9 @@ from mcp.shared.subscriptions import (
 
 from mcp_session_mw.errors import ConfigurationError
 from mcp_session_mw.modern import StoreSubscriptionBus
+from mcp_session_mw.modern.channels import connection_name
 from mcp_session_mw.modern.events import decode_event, encode_event
+from mcp_session_mw.stores import Store
 
 from ..backends import Backend
 from ..conftest import StoreFactory
@@ -137,5 +139,68 @@ async def test_a_raising_listener_does_not_starve_the_others(store_factory: Stor
         await bus.publish(ToolsListChanged())
         await bus.publish(ResourceUpdated(uri="x://1"))
         assert await good.wait_for(2) == [ToolsListChanged(), ResourceUpdated(uri="x://1")]
+    finally:
+        await bus.aclose()
+
+
+async def _kill_subscriber(backend: Backend, store: Store, channel: str) -> int:
+    """End the follower's own connection from the server side; how many were ended."""
+    name = connection_name(channel)
+    if backend.name == "postgresql":
+        from sqlalchemy import text
+
+        engine = store.engine  # type: ignore[attr-defined]
+        async with engine.begin() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": name},
+            )
+            return len(rows.fetchall())
+    killed = 0
+    for entry in await store.client.client_list():  # type: ignore[attr-defined]
+        if entry.get("name") == name:
+            await store.client.client_kill_filter(_id=entry["id"])  # type: ignore[attr-defined]
+            killed += 1
+    return killed
+
+
+async def _subscribed_again(backend: Backend, store: Store, bus: StoreSubscriptionBus) -> None:
+    """Wait until the follower has subscribed on a new connection."""
+    with anyio.fail_after(WAIT):
+        if backend.name == "postgresql":
+            while bus.listening:  # noqa: ASYNC110 - the loss is seen by the follower's task
+                await anyio.sleep(0.01)
+            await bus.start(timeout=WAIT)
+            return
+        # redis-py's pub/sub reconnects and subscribes again by itself.
+        name = connection_name(bus.channel)
+        while True:
+            clients = await store.client.client_list()  # type: ignore[attr-defined]
+            if any(c.get("name") == name and c.get("sub") == "1" for c in clients):
+                return
+            await anyio.sleep(0.05)
+
+
+async def test_the_follower_reconnects_on_its_own(
+    backend: Backend, store_factory: StoreFactory
+) -> None:
+    if backend.name not in ("redis", "postgresql"):
+        pytest.skip("kills a Redis or PostgreSQL subscriber connection by name; polling has none")
+    channel = f"t{uuid.uuid4().hex[:12]}"
+    store = await store_factory()
+    bus = StoreSubscriptionBus(store, channel=channel)
+    received = Received()
+    bus.subscribe(received)
+    try:
+        await bus.start(timeout=WAIT)
+        await bus.publish(ToolsListChanged())
+        await received.wait_for(1)
+        assert await _kill_subscriber(backend, store, channel) == 1
+        await _subscribed_again(backend, store, bus)
+        await bus.publish(PromptsListChanged())
+        assert await received.wait_for(2) == [ToolsListChanged(), PromptsListChanged()]
     finally:
         await bus.aclose()
