@@ -237,7 +237,8 @@ class StoreKeyRing:
 
     async def start(self) -> None:
         """Read the ring, then keep refreshing it until :meth:`aclose`."""
-        await self.refresh()
+        if not any(info.role == PRIMARY for info in await self.refresh()):
+            logger.warning(MSG_EMPTY)  # requestState cannot be sealed until a key is generated
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._follow())
 
