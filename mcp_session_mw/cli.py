@@ -128,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Inspect and maintain an mcp-session-mw session store."
     )
     topics = parser.add_subparsers(
-        dest="topic", required=True, metavar="{sessions,db,doctor,migrate,dump,load,proxy}"
+        dest="topic",
+        required=True,
+        metavar="{sessions,db,doctor,migrate,dump,load,keys,proxy}",
     )
 
     sessions = topics.add_parser("sessions", help="list, show, delete and count sessions")
@@ -152,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     # Commands of their own modules: each sets ``handler`` (see StoreMaker).
     from . import doctor, migrate
+    from .modern import keys_cli
 
     doctor.register(topics, common)
     migrate.register(topics, common)
+    keys_cli.register(topics, common)
     proxy_cli.add_parser(topics)
     return parser
 

@@ -29,6 +29,7 @@ EXTRA_HEADERS: dict[str, dict[str, str]] = {
 }
 CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "06_streaming_server.py": ("stream", {"n": 3}),  # its only tool needs n
+    "10_modern_server.py": ("count", {}),  # the handshake lane's tool of the two-lane example
 }
 TIMEOUT = 30.0
 
