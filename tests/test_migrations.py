@@ -32,8 +32,8 @@ from mcp_session_mw.migrations import (
     upgrade_schema,
     version_of,
 )
-from mcp_session_mw.stores import sql
-from mcp_session_mw.stores.sql import SCHEMA_TOO_OLD, SCHEMA_VERSION, SQLStore, _tables
+from mcp_session_mw.stores.sql import SCHEMA_TOO_OLD, SCHEMA_VERSION, SQLStore, schema
+from mcp_session_mw.stores.sql.schema import tables
 
 from .services import MARIADB_URL, POSTGRES_URL, need_service
 
@@ -147,7 +147,7 @@ async def versions(db: Database) -> tuple[str | None, int | None]:
 async def schema_differences(db: Database) -> list[Any]:
     """What Alembic's autogenerate sees between the migrated tables and SQLStore's own."""
     store = db.store()
-    metadata = _tables(db.prefix).metadata
+    metadata = tables(db.prefix).metadata
     names = {t.name for t in metadata.tables.values()}
 
     def include_name(name: str | None, type_: str, _parents: Any) -> bool:
@@ -260,7 +260,7 @@ async def test_behind_schema_is_refused_until_upgraded(
     scripts = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "v0002_fake.py").write_text(FAKE_V2)
-    monkeypatch.setattr(sql, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 2)
 
     behind = database.store()
     with pytest.raises(ConfigurationError) as refused:

@@ -2,7 +2,7 @@
 
 ``mcp-session-mw db upgrade`` runs :func:`upgrade_schema`. Each revision is
 named by the schema version it produces (``0001`` is version 1), and the
-target is always :data:`mcp_session_mw.stores.sql.SCHEMA_VERSION`, the number
+target is always :data:`mcp_session_mw.stores.sql.schema.SCHEMA_VERSION`, the number
 :meth:`SQLStore.open` checks: that constant is the one source of truth, and a
 test fails if the newest revision here does not match it.
 
@@ -119,7 +119,7 @@ async def upgrade_schema(
     from sqlalchemy import exc as sa_exc
     from sqlalchemy import func, select
 
-    from ..stores.sql import SCHEMA_VERSION
+    from ..stores.sql.schema import SCHEMA_VERSION
 
     wanted = SCHEMA_VERSION if target is None else target
     config = Config()
@@ -137,7 +137,7 @@ async def upgrade_schema(
             elif dialect == "postgresql":
                 await conn.execute(select(func.pg_advisory_xact_lock(store._advisory_lock_id)))
             elif mysql:
-                from ..stores.sql import SCHEMA_LOCK_TIMED_OUT, SCHEMA_LOCK_TIMEOUT
+                from ..stores.sql.schema import SCHEMA_LOCK_TIMED_OUT, SCHEMA_LOCK_TIMEOUT
 
                 lock = store._mysql_lock_name
                 if await conn.scalar(select(func.get_lock(lock, SCHEMA_LOCK_TIMEOUT))) != 1:

@@ -1,7 +1,7 @@
 """${message}
 
 Revision ids are four-digit schema versions: bump SCHEMA_VERSION in
-mcp_session_mw/stores/sql.py to this revision's number in the same change.
+mcp_session_mw/stores/sql/schema.py to this revision's number in the same change.
 Write the schema out here in full; never import the store's live table
 definitions, which move on while this revision must not.
 """

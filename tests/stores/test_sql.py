@@ -8,7 +8,6 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -37,8 +36,9 @@ from mcp_session_mw.stores.sql import (
     SCHEMA_VERSION,
     SQLITE_IN_MEMORY,
     SQLStore,
-    _enter_wal,
 )
+from mcp_session_mw.stores.sql.core_path import CorePath
+from mcp_session_mw.stores.sql.engine import enter_wal
 
 from ..backends import BACKENDS, Backend
 from ..conftest import StoreFactory
@@ -336,21 +336,21 @@ class _LockedCursor:
 
 async def test_wal_switch_retries_a_lock_refusal() -> None:
     cursor = _LockedCursor(refusals=3)
-    await greenlet_spawn(_enter_wal, cursor, 5.0)
+    await greenlet_spawn(enter_wal, cursor, 5.0)
     assert cursor.statements == ["PRAGMA journal_mode=WAL"] * 4
 
 
 async def test_wal_switch_gives_up_at_the_busy_timeout() -> None:
     cursor = _LockedCursor(refusals=1_000)
     with pytest.raises(sqlite3.OperationalError, match="locked"):
-        await greenlet_spawn(_enter_wal, cursor, 0.05)
+        await greenlet_spawn(enter_wal, cursor, 0.05)
     assert 1 < len(cursor.statements) < 1_000
 
 
 async def test_wal_switch_does_not_retry_other_errors() -> None:
     cursor = _LockedCursor(refusals=1, message="disk I/O error")
     with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
-        await greenlet_spawn(_enter_wal, cursor, 5.0)
+        await greenlet_spawn(enter_wal, cursor, 5.0)
     assert cursor.statements == ["PRAGMA journal_mode=WAL"]
 
 
@@ -420,7 +420,7 @@ async def test_portable_append_path_matches_the_fast_one(
 ) -> None:
     """The Core statements (MariaDB, other drivers) number, trim and refuse like the fast path."""
     portable = as_sql(await store_factory())
-    portable._append_sql = replace(portable._append_sql, postgres=None, sqlite=None)
+    portable._hot = CorePath(portable._db)
     await store.create("paths", new_record())
     for stream_id in ("fast", "core"):
         await store.open_stream("paths", StreamState(stream_id=stream_id, owner="a"))
@@ -719,11 +719,11 @@ async def test_postgres_wait_is_woken_by_notify_not_polling() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
                 while True:  # until the wait has registered for wake-ups
-                    if follower._waiters:
+                    if follower._listener.waiters:
                         break
                     await anyio.sleep(0.01)
                 await anyio.sleep(0.2)  # and has done its first (empty) read
-                if not follower._listening:
+                if not follower._listener.listening:
                     unavailable("the PostgreSQL listener could not be opened")
                 await producer.append_event("live", "s1", "pushed")
         assert got == ["pushed"]
