@@ -103,6 +103,7 @@ from .shutdown import Drain
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
+    ExitWatch,
     StreamOptions,
     follow_stream,
     parse_event_id,
@@ -257,6 +258,7 @@ class SessionMiddleware:
         self._open_lock = anyio.Lock()
         self._background: TaskGroup | None = None
         self._watcher: StreamWatcher | None = None
+        self._exit_watch: ExitWatch | None = None
         self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
             None
@@ -371,6 +373,8 @@ class SessionMiddleware:
                 self._background = tg
                 self._watcher = watcher = StreamWatcher()
                 tg.start_soon(watcher.run)
+                self._exit_watch = exit_watch = ExitWatch()
+                tg.start_soon(exit_watch.run)
                 if self.janitor is not None:
                     tg.start_soon(self.janitor.run)
                 if self.drain.grace > 0:
@@ -379,6 +383,7 @@ class SessionMiddleware:
                 await stop.wait()
                 self._background = None
                 self._watcher = None
+                self._exit_watch = None
                 tg.cancel_scope.cancel()
 
         self.drain.reset()
@@ -562,6 +567,7 @@ class SessionMiddleware:
             receive=receive,
             options=self.streams,
             priming=priming,
+            exiting=None if self._exit_watch is None else self._exit_watch.exiting,
         )
 
     # -- DELETE ----------------------------------------------------------------------
