@@ -8,6 +8,9 @@
     mcp-session-mw sessions purge-expired
     mcp-session-mw sessions stats
     mcp-session-mw db upgrade [--table-prefix P]
+    mcp-session-mw doctor                      (mcp_session_mw.doctor)
+    mcp-session-mw migrate --from URL --to URL (mcp_session_mw.migrate)
+    mcp-session-mw dump [ID_OR_KEY] | load     (mcp_session_mw.migrate)
 
 Every command takes ``--store URL`` (default: ``$MCP_SESSION_STORE_URL``, else
 the middleware's default SQLite file), ``--store-option NAME=VALUE`` (merged
@@ -119,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Inspect and maintain an mcp-session-mw session store."
     )
-    topics = parser.add_subparsers(dest="topic", required=True, metavar="{sessions,db}")
+    topics = parser.add_subparsers(
+        dest="topic", required=True, metavar="{sessions,db,doctor,migrate,dump,load}"
+    )
 
     sessions = topics.add_parser("sessions", help="list, show, delete and count sessions")
     actions = sessions.add_subparsers(dest="action", required=True)
@@ -140,6 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     db_actions.add_parser(
         "upgrade", parents=[common], help="migrate the SQL tables to this release's schema"
     )
+    # Commands of their own modules: each sets ``handler`` (see StoreMaker).
+    from . import doctor, migrate
+
+    doctor.register(topics, common)
+    migrate.register(topics, common)
     return parser
 
 
@@ -369,15 +379,28 @@ COMMANDS: dict[tuple[str, str], Command] = {
 }
 
 
-async def _run(args: argparse.Namespace, out: TextIO) -> None:
-    url = args.store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+def store_from_args(args: argparse.Namespace, url: str | None = None) -> Store:
+    """The (unopened) store the command line names: ``url``, else ``--store``, else the default."""
+    url = url or args.store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
     options = _store_options(args)
     if args.table_prefix is not None and not _is_sql(url):
         raise UsageError(MSG_PREFIX_NOT_SQL)
     try:
-        store = create_store(url, **options)
+        return create_store(url, **options)
     except TypeError as exc:  # an option this backend's constructor does not take
         raise UsageError(MSG_BAD_STORE_OPTIONS.format(names=", ".join(sorted(options)))) from exc
+
+
+StoreMaker = Callable[[argparse.Namespace, "str | None"], Store]
+Handler = Callable[[argparse.Namespace, TextIO, StoreMaker], Awaitable[int]]
+"""A command of another module: runs, returns its exit status, raises as the others do."""
+
+
+async def _run(args: argparse.Namespace, out: TextIO) -> int:
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is not None:
+        return await handler(args, out, store_from_args)
+    store = store_from_args(args)
     command = COMMANDS[(args.topic, args.action)]
     try:
         if command is not _db_upgrade:  # opening refuses the old schema db upgrade fixes
@@ -385,6 +408,7 @@ async def _run(args: argparse.Namespace, out: TextIO) -> None:
         await command(store, args, out)
     finally:
         await store.close()
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -392,7 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        anyio.run(_run, args, sys.stdout)
+        status = anyio.run(_run, args, sys.stdout)
     except (ConfigurationError, MissingExtraError, UsageError) as exc:
         return _fail(EXIT_USAGE, str(exc))
     except StoreUnavailableError as exc:
@@ -401,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_NOT_FOUND, str(exc))
     except StoreError as exc:
         return _fail(EXIT_STORE_FAILED, str(exc))
-    return EXIT_OK
+    return status
 
 
 def _fail(status: int, message: str) -> int:

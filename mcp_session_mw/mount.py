@@ -31,6 +31,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import ASGIApp, Lifespan, Message, Scope
 
 from .errors import ConfigurationError, SessionMiddlewareError, StoreError
+from .health import DEFAULT_LIVE_PATH, DEFAULT_READY_PATH, health_routes
 from .logs import log_failure
 from .middleware import SessionMiddleware
 
@@ -83,6 +84,8 @@ def mount_mcp(
     /,
     *,
     name: str | None = None,
+    live_path: str | None = DEFAULT_LIVE_PATH,
+    ready_path: str | None = DEFAULT_READY_PATH,
     **middleware_options: Any,
 ) -> SessionMiddleware:
     """Serve ``app`` with durable sessions at ``path`` of ``parent``, lifespan included.
@@ -109,6 +112,10 @@ def mount_mcp(
     added to the parent's. The middleware is recorded on
     ``parent.state.mcp_session_middleware`` (the first one, if MCP is mounted
     more than once), which is where the FastAPI dependencies find it.
+
+    ``live_path`` and ``ready_path`` serve the liveness and readiness probes
+    (:mod:`mcp_session_mw.health`) on ``parent``, after its own routes (a
+    route of the parent's on the same path wins); None leaves one out.
     """
     mount_path = path.rstrip("/")
     if not path.startswith("/"):
@@ -123,6 +130,9 @@ def mount_mcp(
         middleware = SessionMiddleware(app, **{"path": "/", **middleware_options})
     _check_served_path(middleware)
     parent.router.routes.append(MCPMount(mount_path, app=middleware, name=name))
+    parent.router.routes.extend(
+        health_routes(middleware, live_path=live_path, ready_path=ready_path)
+    )
     parent.router.lifespan_context = _chain_lifespan(
         parent.router.lifespan_context, middleware, mount_path
     )

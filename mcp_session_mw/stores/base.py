@@ -34,7 +34,13 @@ from typing import Any, ClassVar
 
 import anyio
 
-from ..errors import ConfigurationError, ConflictError, InvalidStateError, SessionNotFoundError
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    InvalidStateError,
+    SessionExistsError,
+    SessionNotFoundError,
+)
 from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
 from .follower import Follower, Position, Slot, Watch, polling
 
@@ -54,6 +60,8 @@ KEY_CACHE_SIZE = 256
 """Session ids whose keys a store keeps computed: enough for the requests in flight
 (a request asks for its key a few times), cleared when full so idle sessions cost nothing."""
 BAD_MAX_EVENTS = "max_events must be a positive integer or None"
+RESTORE_CHUNK = 10_000
+"""Placeholder events :meth:`Store.restore_stream` writes per call to skip trimmed seqs."""
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 _LOCK_NAME_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _STREAM_ID_RE = re.compile(r"[^\s]+")
@@ -61,6 +69,7 @@ _STREAM_ID_RE = re.compile(r"[^\s]+")
 
 # Messages tests assert on.
 MSG_BAD_LOCK_NAME = "a lock name is 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+MSG_NOT_A_KEY = "a session key is a 64-character lowercase hex digest"
 MSG_BAD_LOCK_TTL = "a lock's ttl must be a positive number of seconds"
 
 
@@ -172,6 +181,22 @@ class Store(abc.ABC):
         if not is_key(key):
             return False
         return await self._delete(key)
+
+    async def restore(self, record: SessionRecord) -> bool:
+        """Insert a record read from another store, under its own ``key``; False if one is live.
+
+        For copying sessions between stores (``mcp-session-mw migrate``, ``load``):
+        the raw id is not known, only the digest, so both stores must hash ids
+        alike (the same ``secret``, or none). Nothing is changed in the record.
+        """
+        if not is_key(record.key):
+            raise ValueError(MSG_NOT_A_KEY)
+        check_state(record.state)
+        try:
+            await self._insert(record)
+        except SessionExistsError:
+            return False
+        return True
 
     async def save(self, session_id: str, record: SessionRecord) -> SessionRecord:
         """Overwrite a live session with ``record`` (last writer wins); returns what was stored.
@@ -420,6 +445,62 @@ class Store(abc.ABC):
         """Events of the stream with ``seq > after_seq``, oldest first, at most ``limit``."""
         return await self._read_events(self.key(session_id), stream_id, after_seq, limit)
 
+    async def list_streams_by_key(self, key: str) -> list[StreamState]:
+        """Every stream of the live session stored under digest ``key``, in no set order.
+
+        For operators' tools (migration, dumps, the dashboard): the standalone
+        stream, request streams and relay streams alike. [] for an unknown or
+        expired session, and for anything but a key.
+        """
+        if not is_key(key):
+            return []
+        return await self._list_streams(key)
+
+    async def read_events_by_key(
+        self, key: str, stream_id: str, after_seq: int = 0, limit: int = 1000
+    ) -> list[StoredEvent]:
+        """Like :meth:`read_events`, for the session stored under digest ``key``."""
+        if not is_key(key):
+            return []
+        return await self._read_events(key, stream_id, after_seq, limit)
+
+    async def restore_stream(
+        self, key: str, state: StreamState, events: Sequence[StoredEvent]
+    ) -> int:
+        """Write events read from another store so that each keeps its ``seq``; how many written.
+
+        ``events`` are consecutive, oldest first, from the stream ``state``
+        describes. The stream is created as ``state`` (owner, lease, request id)
+        when the session under ``key`` has none of that id; events it already
+        holds (``seq`` up to its ``last_seq``) are skipped, so copying twice
+        writes nothing twice. Seqs the source no longer keeps (trimmed) are
+        skipped by writing placeholders that the same write trims, so a client's
+        ``Last-Event-ID`` names the same event in both stores. Marks the stream
+        done when ``state`` is. Raises SessionNotFoundError if the session is gone.
+        """
+        if not is_key(key):
+            raise ValueError(MSG_NOT_A_KEY)
+        stream_id = state.stream_id
+        current = await self._load_stream(key, stream_id)
+        last = 0 if current is None else current.last_seq
+        new = [(event.data, event.event) for event in events if event.seq > last]
+        open_as = state if current is None else None
+        finish = state.done and not (current is not None and current.done)
+        if not new:
+            if open_as is not None or finish:
+                await self._write_stream(key, stream_id, [], open_as, finish, None)
+            return 0
+        gap = events[-1].seq - len(new) - last  # seqs between ours and the first new event
+        while gap > RESTORE_CHUNK:
+            await self._write_stream(
+                key, stream_id, [("", None)] * RESTORE_CHUNK, open_as, False, 1
+            )
+            open_as, gap = None, gap - RESTORE_CHUNK
+        items = [("", None)] * gap + new
+        keep = len(new) if gap else None
+        await self._write_stream(key, stream_id, items, open_as, finish, keep)
+        return len(new)
+
     async def wait_events(
         self,
         session_id: str,
@@ -593,6 +674,15 @@ class Store(abc.ABC):
         Only called when :attr:`records_streams_natively` is True.
         """
         raise NotImplementedError
+
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        """The states of every stream of the live session under ``key``; backends override it.
+
+        The default serves the SQL and Redis stores from :mod:`.listing`.
+        """
+        from .listing import list_streams
+
+        return await list_streams(self, key)
 
     @abc.abstractmethod
     async def _read_events(

@@ -89,6 +89,9 @@ class DelegatingStore(Store):
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         return await self._backend._load_stream(key, stream_id)
 
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        return await self._backend._list_streams(key)
+
     async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
         await self._backend._renew_stream(key, stream_id, lease_expires)
 

@@ -195,6 +195,11 @@ class MemoryStore(Store):
         stream = self._streams.get(key, {}).get(stream_id)
         return None if stream is None else stream.state
 
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        if self._live(key, self.now()) is None:
+            return []
+        return [stream.state for stream in self._streams.get(key, {}).values()]
+
     async def _renew_stream(self, key: str, stream_id: str, lease_expires: float) -> None:
         stream = self._stream(key, stream_id)
         stream.state = replace(stream.state, lease_expires=lease_expires)

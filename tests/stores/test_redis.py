@@ -30,9 +30,9 @@ from mcp_session_mw import (
     StreamState,
     create_store,
 )
-from mcp_session_mw.stores import redis as redis_store
-from mcp_session_mw.stores.redis import _INSERT_SCRIPT, RedisStore
-from mcp_session_mw.stores.redis_wire import WireLane
+from mcp_session_mw.stores.redis import RedisStore, WireLane
+from mcp_session_mw.stores.redis import events as redis_events
+from mcp_session_mw.stores.redis.scripts import INSERT_SCRIPT
 
 from ..redis_cluster import RedisServer, cluster_url, self_signed_certificate
 from ..services import REDIS_URL, need_service, unavailable
@@ -301,7 +301,7 @@ async def test_list_active_pages_through_100k_sessions(make_standalone: MakeStor
                 )
                 keys = store._session_keys(key)
                 args = store._insert_args(record, now)
-                pipe.execute_command("EVALSHA", _INSERT_SCRIPT.sha, len(keys), *keys, *args)
+                pipe.execute_command("EVALSHA", INSERT_SCRIPT.sha, len(keys), *keys, *args)
             results = await pipe.execute()
         assert all(int(r) == 1 for r in results)
     for i in range(50):
@@ -466,7 +466,7 @@ async def test_a_blocked_reader_wakes_when_the_stream_is_deleted(
     make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # One block as long as the wait, so only the wake (not a re-read) can end it early.
-    monkeypatch.setattr(redis_store, "BLOCK_SLICE", 60.0)
+    monkeypatch.setattr(redis_events, "BLOCK_SLICE", 60.0)
     store = await make_store()
     other = await make_store()
     await store.create("ds-wake", new_record())

@@ -13,15 +13,15 @@ from hypothesis import strategies as st
 from redis.exceptions import NoScriptError, ResponseError
 
 from mcp_session_mw import StreamState
-from mcp_session_mw.stores.redis import _request_id_json
-from mcp_session_mw.stores.redis_wire import (
+from mcp_session_mw.stores.redis import (
     READ_SIZE,
-    _Connection,
     encode_command,
     evalsha_command,
     parse_reply,
     script_head,
 )
+from mcp_session_mw.stores.redis.lane import _Connection
+from mcp_session_mw.stores.redis.values import request_id_json
 
 
 def resp_array(args: list[Any]) -> bytes:
@@ -77,7 +77,7 @@ def test_a_script_call_is_the_evalsha_command_written_out(sha: str, args: list[A
 )
 def test_a_stream_request_id_is_stored_as_json_dumps_writes_it(request_id: Any) -> None:
     state = StreamState(stream_id="0123456789abcdef", request_id=request_id)
-    assert _request_id_json(state) == json.dumps(request_id)
+    assert request_id_json(state) == json.dumps(request_id)
 
 
 # -- replies: parsed from what one read brings, read on when it is not all there ---------

@@ -1,4 +1,4 @@
-"""Plain connections for the Redis commands every request makes.
+"""The lane: plain connections for the Redis commands every request makes.
 
 Of the client time a small command costs through redis-py, most goes around
 the wire: checking a pooled connection out (a lock, a health probe of the
@@ -12,7 +12,7 @@ Only a plain ``redis://host:port/db`` URL, with no client options, gets a
 lane; everything else (TLS, unix sockets, Cluster, a caller's client, redis-py
 options), and the store's operations (listing, purging, locks), stay on
 redis-py. Errors are redis-py's own exception types, so the store's handling
-of them is the same either way.
+of them is the same either way. The bytes on the wire are :mod:`.resp`'s.
 """
 
 from __future__ import annotations
@@ -21,12 +21,23 @@ import asyncio
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from .resp import (
+    CRLF,
+    FailedArray,
+    Incomplete,
+    encode_command,
+    error_in,
+    evalsha_command,
+    parse_reply,
+)
+
 MAX_IDLE = 64
 """Idle connections a lane keeps; more are opened under load and closed after use."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection (and authenticate) before giving up."""
 
-_CRLF = b"\r\n"
+READ_SIZE = 65536
+"""Bytes asked of the socket's buffer per read (a whole small reply in one)."""
 
 
 class WireLane:
@@ -169,11 +180,11 @@ class _Connection:
             raise EOFError("Redis closed the connection")
         try:
             reply, end = parse_reply(data, 0)
-        except _Incomplete:
+        except Incomplete:
             reply, end, data = await self._read_on(data)
         if end != len(data):
             raise EOFError("Redis sent more than the reply to one command")
-        error = _error_in(reply)
+        error = error_in(reply)
         if error is not None:
             raise error
         return reply
@@ -182,7 +193,7 @@ class _Connection:
         """The rest of a reply whose first read was short; the reply, its end, all bytes."""
         chunks = [data]
         while True:
-            header_end = data.find(_CRLF)
+            header_end = data.find(CRLF)
             if header_end >= 0:
                 break
             data = await self._more(chunks)
@@ -191,7 +202,7 @@ class _Connection:
                 try:
                     reply, end = parse_reply(data, 0)
                     return reply, end, data
-                except _Incomplete as incomplete:
+                except Incomplete as incomplete:
                     data = await self._more(chunks, incomplete.needed - len(data))
         count = int(data[1:header_end])
         position = header_end + 2
@@ -202,13 +213,13 @@ class _Connection:
         while len(items) < count:
             try:
                 item, position = parse_reply(data, position)
-            except _Incomplete as incomplete:
+            except Incomplete as incomplete:
                 data = await self._more(chunks, incomplete.needed - len(data))
                 continue
             if error is None:
-                error = _error_in(item)
+                error = error_in(item)
             items.append(item)
-        return (items if error is None else _FailedArray(items, error)), position, data
+        return (items if error is None else FailedArray(items, error)), position, data
 
     async def _more(self, chunks: list[bytes], at_least: int = 1) -> bytes:
         """All bytes so far, after reading at least ``at_least`` more."""
@@ -227,111 +238,6 @@ class _Connection:
         self._writer.close()
 
 
-READ_SIZE = 65536
-"""Bytes asked of the socket's buffer per read (a whole small reply in one)."""
-
-
-class _Incomplete(Exception):
-    """The reply goes on past the bytes read; ``needed`` is the least total length."""
-
-    def __init__(self, needed: int) -> None:
-        self.needed = needed
-
-
-def parse_reply(data: bytes, position: int) -> tuple[Any, int]:
-    """The RESP2 value at ``position`` and where it ends; error replies come back as exceptions.
-
-    Values are what redis-py gives with ``decode_responses=False``: bytes,
-    int, None, nested lists. Raises ``_Incomplete`` when ``data`` stops first.
-    """
-    end = data.find(_CRLF, position)
-    if end < 0:
-        raise _Incomplete(len(data) + 1)
-    kind = data[position : position + 1]
-    if kind == b"$":
-        length = int(data[position + 1 : end])
-        if length < 0:
-            return None, end + 2
-        stop = end + 2 + length
-        if stop + 2 > len(data):
-            raise _Incomplete(stop + 2)
-        return data[end + 2 : stop], stop + 2
-    if kind == b":":
-        return int(data[position + 1 : end]), end + 2
-    if kind == b"*":
-        count = int(data[position + 1 : end])
-        if count < 0:
-            return None, end + 2
-        items: list[Any] = []
-        position = end + 2
-        error: Exception | None = None
-        for _ in range(count):
-            if data[position : position + 1] == b"$":  # a bulk string, inline: the usual item
-                end = data.find(_CRLF, position)
-                if end < 0:
-                    raise _Incomplete(len(data) + 1)
-                length = int(data[position + 1 : end])
-                if length < 0:
-                    items.append(None)
-                    position = end + 2
-                    continue
-                stop = end + 2 + length
-                if stop + 2 > len(data):
-                    raise _Incomplete(stop + 2)
-                items.append(data[end + 2 : stop])
-                position = stop + 2
-                continue
-            item, position = parse_reply(data, position)
-            if error is None:
-                error = _error_in(item)
-            items.append(item)
-        return (items if error is None else _FailedArray(items, error)), position
-    if kind == b"+":
-        return data[position + 1 : end], end + 2
-    if kind == b"-":
-        return response_error(data[position + 1 : end].decode("utf-8", "replace")), end + 2
-    raise EOFError(f"unexpected reply from Redis: {data[position : position + 40]!r}")
-
-
-def _error_in(item: Any) -> Exception | None:
-    """The error reply that ``item`` is or holds, if any."""
-    if isinstance(item, Exception):
-        return item
-    return item.error if type(item) is _FailedArray else None
-
-
-class _FailedArray(list[Any]):
-    """An array reply with an error reply inside: raised once the whole reply is read."""
-
-    def __init__(self, items: list[Any], error: Exception) -> None:
-        super().__init__(items)
-        self.error = error
-
-
-def encode_command(args: tuple[Any, ...]) -> bytes:
-    """A command as RESP2: an array of bulk strings."""
-    return b"*%d\r\n%s" % (len(args), encode_args(args))
-
-
-def encode_args(args: tuple[Any, ...]) -> bytes:
-    """Bulk strings, one per argument, as they follow a RESP2 array's header."""
-    out: list[bytes] = []
-    for arg in args:
-        data = arg if isinstance(arg, bytes) else str(arg).encode()
-        out += (b"$%d\r\n" % len(data), data, _CRLF)
-    return b"".join(out)
-
-
-def script_head(sha: str) -> bytes:
-    """``EVALSHA`` and a script's digest, encoded: what :meth:`WireLane.evalsha` starts with."""
-    return encode_args(("EVALSHA", sha))
-
-
-def evalsha_command(head: bytes, args: tuple[Any, ...]) -> bytes:
-    """What ``encode_command(("EVALSHA", sha, *args))`` writes, the first two encoded once."""
-    return b"*%d\r\n%s%s" % (len(args) + 2, head, encode_args(args))
-
-
 def _failure(exc: BaseException) -> BaseException | None:
     """What a failed command raises: None for a refusal (the connection is fine), else
     a redis-py ``ConnectionError`` for a lost connection, or ``exc`` itself."""
@@ -343,12 +249,3 @@ def _failure(exc: BaseException) -> BaseException | None:
     if isinstance(exc, OSError | EOFError | asyncio.IncompleteReadError):
         return RedisConnectionError(f"Redis connection lost: {exc}")
     return exc
-
-
-def response_error(message: str) -> Exception:
-    """The redis-py exception for an error reply (NOSCRIPT is its own, as in redis-py)."""
-    from redis.exceptions import NoScriptError, ResponseError
-
-    if message.startswith("NOSCRIPT"):
-        return NoScriptError(message)
-    return ResponseError(message)

@@ -1,0 +1,207 @@
+"""What every part of the Redis store shares: the clients, the lane, key names, error mapping.
+
+:class:`RedisBase` is the base of the store's parts (records, index, locks,
+events); :class:`~.store.RedisStore` joins them and calls
+:meth:`RedisBase._set_up` from its constructor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ...errors import (
+    MissingExtraError,
+    SessionMiddlewareError,
+    StoreError,
+    StoreUnavailableError,
+)
+from ..base import Store
+from .lane import WireLane
+
+UNAVAILABLE_MESSAGE = "Redis is unreachable"
+FAILED_MESSAGE = "Redis command failed"
+WAKE_AFTER_DELETE_MS = 10_000
+"""How long the wake stream outlives a deleted session (long enough for blocked readers)."""
+DEFAULT_RETRIES = 2
+"""Retries per command on a connection error; redis-py's own default waits seconds."""
+
+
+def import_redis() -> Any:
+    """``redis.asyncio``, or MissingExtraError naming the ``redis`` extra."""
+    try:
+        import redis.asyncio as redis_asyncio
+    except ImportError as exc:
+        raise MissingExtraError("redis", "redis") from exc
+    return redis_asyncio
+
+
+def cluster_url(url: str) -> str:
+    """``redis+cluster://`` → ``redis://`` (and the TLS form) for redis-py's parser."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower().removesuffix("+cluster")
+    return urlunsplit((scheme, parts.netloc, parts.path, parts.query, parts.fragment))
+
+
+class Guard:
+    """``with guard:`` re-raises driver errors as the project's own, chained.
+
+    A plain class rather than a generator context manager: it wraps every command.
+    """
+
+    __slots__ = ("_driver", "_unavailable")
+
+    def __init__(
+        self,
+        unavailable: tuple[type[BaseException], ...],
+        driver: tuple[type[BaseException], ...],
+    ) -> None:
+        self._unavailable = unavailable
+        self._driver = driver
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, SessionMiddlewareError):
+            return
+        if isinstance(exc, self._unavailable):
+            raise StoreUnavailableError(f"{UNAVAILABLE_MESSAGE}: {exc}") from exc
+        if isinstance(exc, self._driver):
+            raise StoreError(f"{FAILED_MESSAGE}: {exc}") from exc
+
+
+class RedisBase(Store):
+    """The clients and key names of a Redis store; its parts build on this."""
+
+    _redis: Any
+    _guard: Guard
+    _url: str | None
+    _client_options: dict[str, Any]
+    _owns_client: bool
+    _client: Any
+    _blocking: Any
+    _owns_blocking: bool
+    _prefix: str
+    _index: str
+    _max_events: int | None
+    _cluster: bool
+    _lane: WireLane | None
+
+    def _set_up(
+        self,
+        client: Any,
+        url: str | None,
+        prefix: str,
+        blocking_client: Any,
+        lane: bool,
+        client_options: dict[str, Any],
+    ) -> None:
+        """The clients (made on first use), the lane if the URL gets one, the key names."""
+        self._redis = import_redis()
+        from redis import exceptions as redis_exceptions
+
+        self._unavailable_errors: tuple[type[BaseException], ...] = (
+            redis_exceptions.ConnectionError,
+            redis_exceptions.TimeoutError,
+            redis_exceptions.ClusterDownError,
+            redis_exceptions.TryAgainError,
+            redis_exceptions.SlotNotCoveredError,
+            OSError,
+            TimeoutError,
+        )
+        self._driver_errors: tuple[type[BaseException], ...] = (
+            redis_exceptions.RedisError,
+            redis_exceptions.RedisClusterException,
+        )
+        self._guard = Guard(self._unavailable_errors, self._driver_errors)
+        self._url = url
+        self._client_options = client_options
+        self._owns_client = client is None
+        self._client = client
+        self._blocking = blocking_client
+        self._owns_blocking = False
+        self._prefix = prefix
+        self._index = f"{prefix}index"
+        if url is not None:
+            self._cluster = urlsplit(url).scheme.lower().endswith("+cluster")
+        else:
+            from redis.asyncio.cluster import RedisCluster
+
+            self._cluster = isinstance(client, RedisCluster)
+        # The commands every request makes skip redis-py's pool on a plain URL.
+        self._lane = (
+            WireLane.for_url(url)
+            if lane and url is not None and not client_options and not self._cluster
+            else None
+        )
+
+    # -- connections -----------------------------------------------------------------
+
+    def _build_client(self, url: str, **overrides: Any) -> Any:
+        """A redis-py client for ``url``: the store's client options, then ``overrides``."""
+        options = dict(self._client_options)
+        if "retry" not in options:
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+
+            options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), DEFAULT_RETRIES)
+        options.update(overrides)
+        if self._cluster:
+            from redis.asyncio.cluster import RedisCluster
+
+            return RedisCluster.from_url(cluster_url(url), **options)
+        return self._redis.from_url(url, **options)
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client commands go through (created on first use)."""
+        if self._client is None and self._url is not None:
+            self._client = self._build_client(self._url)
+        return self._client
+
+    @property
+    def _hot(self) -> Any:
+        """What the scripts of sessions and streams go through: the lane if there is one.
+
+        Listing, purging, the index and locks (operations, not requests) stay on
+        redis-py.
+        """
+        return self.client if self._lane is None else self._lane
+
+    async def open(self) -> None:
+        """Connect and check the server answers (StoreUnavailableError if not)."""
+        with self._guard:
+            await self.client.execute_command("PING")
+
+    async def close(self) -> None:
+        """Close the clients this store made; a caller's client is left open."""
+        if self._lane is not None:
+            self._lane.close()
+        blocking, self._blocking = self._blocking, None
+        if blocking is not None and self._owns_blocking:
+            with contextlib.suppress(Exception):
+                await blocking.aclose()
+        self._owns_blocking = False
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            with contextlib.suppress(Exception):
+                await client.aclose()
+
+    # -- key names -------------------------------------------------------------------
+
+    def _base(self, key: str) -> str:
+        return f"{self._prefix}{{{key}}}"
+
+    def _session_keys(self, key: str) -> list[str]:
+        """KEYS for a session script: the session hash, plus the index when one script may
+        span slots (standalone Redis)."""
+        base = self._base(key)
+        return [base] if self._cluster else [base, self._index]

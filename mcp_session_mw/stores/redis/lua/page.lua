@@ -1,0 +1,2 @@
+-- Cluster: the session hashes live in other slots; returns a flat {member, score, ...}.
+return entries
