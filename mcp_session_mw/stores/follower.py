@@ -129,6 +129,11 @@ class Follower:
         for waiter in self._waiters.get(slot, ()):
             waiter.event.set()
 
+    def wake_session(self, key: str) -> None:
+        """Wake the waiters of every stream of the session ``key`` (a look at each waited slot)."""
+        for slot in [slot for slot in self._waiters if slot[0] == key]:
+            self.wake(slot)
+
     def wake_all(self) -> None:
         """Wake every waiter: each re-reads its stream (after a lost watch, at close)."""
         for waiters in self._waiters.values():

@@ -15,21 +15,9 @@ from mcp_session_mw.stores.follower import Follower, polling
 
 from ..backends import Backend
 from ..conftest import StoreFactory
-from ..services import POSTGRES_URL, need_service
+from ..services import POSTGRES_URL, REDIS_URL, need_service
 
 pytestmark = pytest.mark.anyio
-
-NOT_YET = ("redis", "redis_cluster", "caching")
-"""Backends whose live waits do not go through the follower yet (their own blocking reads)."""
-
-
-@pytest.fixture(autouse=True)
-def _followed(request: pytest.FixtureRequest) -> None:
-    if "backend" in request.fixturenames:
-        backend: Backend = request.getfixturevalue("backend")
-        if backend.name in NOT_YET:
-            pytest.skip("Redis live waits are still blocking reads of their own")
-
 
 WAITERS = 20
 BOUND = 20.0
@@ -234,6 +222,56 @@ async def test_postgres_listener_comes_back_after_its_backend_is_terminated() ->
         await admin.close()
         await store.close()
         await producer.drop_schema()
+        await producer.close()
+
+
+# -- reconnection on Redis ------------------------------------------------------------------
+
+
+@pytest.mark.redis
+async def test_redis_subscription_comes_back_after_client_kill() -> None:
+    need_service("redis")
+    import redis.asyncio
+
+    from mcp_session_mw.stores.redis import RedisStore
+    from mcp_session_mw.stores.redis.follow import RedisWatch
+
+    prefix = f"test:{uuid.uuid4().hex[:10]}:"
+    store = RedisStore.from_url(REDIS_URL, prefix=prefix)
+    producer = RedisStore.from_url(REDIS_URL, prefix=prefix)
+    watch = store._follow_watch()
+    assert isinstance(watch, RedisWatch)
+    store._follower = Follower(watch, name="redis")  # the watch the test looks at
+    admin = redis.asyncio.from_url(REDIS_URL)
+    got: list[str] = []
+
+    async def subscribers() -> set[str]:
+        clients = await admin.client_list(_type="pubsub")
+        return {str(c["id"]) for c in clients}
+
+    async def follow() -> None:
+        got.extend(e.data for e in await store.wait_events("killed", "get", 0, timeout=60))
+
+    try:
+        await open_streams(producer, ["killed"])
+        before = await subscribers()
+        with anyio.fail_after(BOUND):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(follow)
+                await until(lambda: watch.subscribed)
+                ours = (await subscribers()) - before
+                assert len(ours) == 1  # one connection for the store's waits
+                connects = watch.connects
+                await admin.execute_command("CLIENT", "KILL", "ID", *ours)  # type: ignore[no-untyped-call]
+                await until(lambda: watch.connects > connects and watch.subscribed)
+                await producer.append_event("killed", "get", "after the kill")
+        assert got == ["after the kill"]
+        await until(lambda: not store.follower.running)
+        assert not ((await subscribers()) - before)  # nothing left once nobody waits
+    finally:
+        await admin.aclose()
+        await store.close()
+        await producer.purge()
         await producer.close()
 
 
