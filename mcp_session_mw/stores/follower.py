@@ -192,16 +192,25 @@ def polling(
 
     async def watch(follower: Follower) -> None:
         while follower.wanted():
-            waited = follower.waited()
-            if waited:
-                found = await positions(list(waited))
-                for slot, seen in waited.items():
-                    position = found.get(slot)
-                    if position is None or position[0] > seen or position[1]:
-                        follower.wake(slot)
+            await wake_moved(follower, positions)
             await anyio.sleep(interval())
 
     return watch
+
+
+async def wake_moved(
+    follower: Follower,
+    positions: Callable[[Sequence[Slot]], Awaitable[Mapping[Slot, Position]]],
+) -> None:
+    """One look at every waited stream; wake those gone, done or past what their waiters saw."""
+    waited = follower.waited()
+    if not waited:
+        return
+    found = await positions(list(waited))
+    for slot, seen in waited.items():
+        position = found.get(slot)
+        if position is None or position[0] > seen or position[1]:
+            follower.wake(slot)
 
 
 def _same_loop(task: asyncio.Task[None]) -> bool:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..follower import Follower
+from ..follower import Follower, Position, Slot, wake_moved
 from .failures import quietly
 
 if TYPE_CHECKING:
@@ -14,6 +16,9 @@ if TYPE_CHECKING:
 
 LISTEN_CHECK = 0.5
 """Seconds between two looks, while listening, at whether anyone still waits."""
+LISTEN_RECHECK = 5.0
+"""Seconds between two polls of every waited stream while listening: a notification
+that never arrives (a pooler in transaction mode, a lost one) costs a wait at most this."""
 
 CLOSE_TIMEOUT = 5.0
 """Seconds the listener's connection may take to close (it is given back even if cancelled)."""
@@ -30,12 +35,21 @@ class Listener:
     connection is lost, so the follower wakes every waiter (each re-reads its
     stream: nothing committed in the gap is missed) and starts it again. Once
     ``LISTEN`` is in place it wakes every waiter once too, for the same reason:
-    a waiter may have read before the listener was up.
+    a waiter may have read before the listener was up. Every
+    ``LISTEN_RECHECK`` seconds it also polls where the waited streams stand
+    (``positions``, one query per batch of sessions), so a notification that
+    never comes delays a wait, never ends it.
     """
 
-    def __init__(self, engine: AsyncEngine, channel: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        channel: str,
+        positions: Callable[[Sequence[Slot]], Awaitable[Mapping[Slot, Position]]],
+    ) -> None:
         self._engine = engine
         self._channel = channel
+        self._positions = positions
         self.listening = False
 
     async def __call__(self, follower: Follower) -> None:
@@ -56,11 +70,15 @@ class Listener:
             driver.add_termination_listener(on_lost)
             self.listening = True
             follower.wake_all()
+            recheck_at = time.monotonic() + LISTEN_RECHECK
             while follower.wanted():
                 with anyio.move_on_after(LISTEN_CHECK):
                     await lost.wait()
                 if lost.is_set() or driver.is_closed():
                     raise ConnectionError(MSG_LISTENER_LOST)
+                if time.monotonic() >= recheck_at:
+                    await wake_moved(follower, self._positions)
+                    recheck_at = time.monotonic() + LISTEN_RECHECK
         finally:
             self.listening = False
             with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):

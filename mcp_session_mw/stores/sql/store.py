@@ -103,7 +103,7 @@ class SQLStore(Store):
         self._locks = LockRows(self._db)
         self._hot = choose_hot_path(self._db, self._open_stream)
         self._listener = (
-            Listener(engine, self._db.channel)
+            Listener(engine, self._db.channel, self._stream_positions)
             if self._db.postgres and engine.dialect.driver == "asyncpg"
             else None
         )
