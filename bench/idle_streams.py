@@ -68,7 +68,7 @@ NOTIFY = 200
 NOTIFY_GAP = 0.02
 CALLS = 200
 OPEN_CONCURRENCY = 20
-PHASE_TIMEOUT = 300.0
+PHASE_TIMEOUT = 600.0
 """Seconds any one phase (opening sessions, opening streams, ...) may take."""
 NOTIFY_TIMEOUT = 30.0
 """Seconds a published notification may take to arrive before it counts as lost."""

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from ...errors import ConfigurationError, StoreError
 from ...records import Page, SessionRecord, StoredEvent, StreamState
 from ..base import (
-    DEFAULT_POLL_INTERVAL,
     DEFAULT_UPDATE_RETRIES,
     StateChange,
     Store,
@@ -39,6 +38,10 @@ from .streams import StreamRows
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
+DEFAULT_POLL_INTERVAL = 0.5
+"""Seconds between two polls of every waited stream (SQLite, MariaDB). One query per
+500 waited sessions per poll: at 0.05 s, 9,136 idle GET streams on SQLite cost 0.12 of
+a core (bench/idle_streams.py); at 0.5 s a notification still arrives within 1 s."""
 UNSUPPORTED_DIALECT = "SQLStore supports SQLite, PostgreSQL and MariaDB/MySQL, not {dialect!r}"
 BAD_MAX_EVENTS = "max_events must be positive"
 
