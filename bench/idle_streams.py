@@ -240,7 +240,7 @@ async def _open_all(url: str, count: int) -> list[RawSession]:
     async def opener() -> None:
         while left[0] > 0:
             left[0] -= 1
-            session = await RawSession(url).open()
+            session = await _first_session(url)
             sessions.append(session)
             session.close()  # its keep-alive connection is not needed any more
 
@@ -248,6 +248,19 @@ async def _open_all(url: str, count: int) -> list[RawSession]:
         asyncio.gather(*(opener() for _ in range(OPEN_CONCURRENCY))), PHASE_TIMEOUT
     )
     return sessions
+
+
+async def _first_session(url: str) -> RawSession:
+    """A new session, asked again while the store answers 503 (on MariaDB, while it creates
+    its tables, and now and then when sessions are created 20 at a time)."""
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    while True:
+        try:
+            return await RawSession(url).open()
+        except BenchError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
 
 
 async def _calls(session: RawSession, count: int) -> list[float]:
@@ -313,7 +326,7 @@ async def load(name: str, url: str, prefix: str, server: ServerProcess, count: i
     def step(what: str) -> None:
         print(f"  {name}: {what} ({time.perf_counter() - began:.0f} s)", flush=True)
 
-    caller = await RawSession(server.url).open()
+    caller = await _first_session(server.url)
     run.before = await _calls(caller, CALLS)
     run.connections_before = store_connections(pid, url)
     sessions = await _open_all(server.url, count)
