@@ -122,7 +122,7 @@ def serve(port: int, store: str, prefix: str | None) -> None:
         port=port,
         log_level="warning",
         access_log=False,
-        timeout_keep_alive=600,  # the caller's connection waits through the idle window
+        timeout_keep_alive=3600,  # the caller's connection waits through the idle window
         backlog=4096,
     )
 

@@ -29,7 +29,7 @@ from .engine import (
     require_sqlalchemy,
 )
 from .failures import translate
-from .listener import Listener
+from .listener import Listener, SQLiteWatch
 from .locks import LockRows
 from .schema import DEFAULT_TABLE_PREFIX, drop_schema, tables
 from .sessions import SessionRows
@@ -307,10 +307,12 @@ class SQLStore(Store):
         return await self._streams.poll(key, stream_id, after_seq, limit, self.now())
 
     def _follow_watch(self) -> Watch:
-        """PostgreSQL on asyncpg: one LISTEN connection. Elsewhere: one poll of every waited
-        stream each ``poll_interval``."""
+        """PostgreSQL on asyncpg: one LISTEN connection. SQLite: a poll of every waited stream
+        after a commit, looked for each ``poll_interval``. MariaDB: that poll each interval."""
         if self._listener is not None:
             return self._listener
+        if self._db.sqlite:
+            return SQLiteWatch(self._engine, self._stream_positions, lambda: self.poll_interval)
         return polling(self._stream_positions, lambda: self.poll_interval)
 
     async def _stream_positions(self, slots: Sequence[Slot]) -> dict[Slot, Position]:
