@@ -91,7 +91,7 @@ MSG_SYNC_OK = "synchronous_commit is {value}"
 MSG_LISTENER_OK = "LISTEN/NOTIFY: a notification came back in {ms:.1f} ms (live follow pushes)"
 MSG_LISTENER_LOST = (
     "LISTEN/NOTIFY: no notification within {timeout:g} s (a pooler in transaction mode?): "
-    "live follow falls back to polling every poll_interval"
+    "live follow falls back to polling every waited stream every 5 s"
 )
 MSG_LISTENER_DRIVER = "LISTEN/NOTIFY needs the asyncpg driver; with {driver}, live follow polls"
 MSG_KEYS_OPEN = "encryption: the keys open {opened} of {tried} stored records sampled"

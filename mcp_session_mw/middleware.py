@@ -109,6 +109,7 @@ from .shutdown import Drain
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
+    ExitWatch,
     StreamOptions,
     answer_events_lost,
     follow_stream,
@@ -276,6 +277,7 @@ class SessionMiddleware:
         self._open_lock = anyio.Lock()
         self._background: Tasks | None = None
         self._watcher: StreamWatcher | None = None
+        self._exit_watch: ExitWatch | None = None
         self.drain = Drain(float(shutdown_grace_seconds))
         self.janitor = (
             None
@@ -392,6 +394,8 @@ class SessionMiddleware:
             tasks = self._background = Tasks()
             self._watcher = watcher = StreamWatcher()
             tasks.keep("the stream watcher", watcher.run)
+            self._exit_watch = exit_watch = ExitWatch()
+            tasks.keep("the exit watch", exit_watch.run)
             if self.janitor is not None:
                 tasks.keep("the janitor", self.janitor.run)
             if self.drain.grace > 0:
@@ -406,6 +410,7 @@ class SessionMiddleware:
             # Requests from here on bring tasks of their own (see _respond_alone).
             self._background = None
             self._watcher = None
+            self._exit_watch = None
             stop.set()
 
         self.drain.reset()
@@ -623,6 +628,7 @@ class SessionMiddleware:
             receive=receive,
             options=self.streams,
             priming=priming,
+            exiting=None if self._exit_watch is None else self._exit_watch.exiting,
         )
 
     # -- DELETE ----------------------------------------------------------------------

@@ -50,6 +50,13 @@ STANDALONE_STREAM = "get"
 EVENT_ID_RE = re.compile(r"(get|[0-9a-f]{16})\.(0|[1-9][0-9]{0,17})")
 MAX_EVENT_ID_LENGTH = 40
 READ_BATCH = 500
+EXIT_CHECK = 0.25
+"""Seconds between two looks (one per process) at whether the server is exiting."""
+IDLE_RECHECK = 300.0
+"""Seconds an idle standalone stream sleeps between two looks at its state, when an
+:class:`ExitWatch` ends it on exit. The store's follower wakes it when its stream
+moves or goes; this look only repairs a wake lost some other way, and costs
+10,000 idle streams a few store reads a second instead of thousands."""
 
 MSG_STREAM_ORPHANED = "Stream ended: the server process producing it stopped"
 MSG_STREAM_STORE_UNAVAILABLE = "Service Unavailable: the session store cannot be reached"
@@ -115,6 +122,24 @@ def server_is_exiting() -> bool:
     return False
 
 
+class ExitWatch:
+    """One look per process at the server's exit, for every live follow at once.
+
+    Runs in the middleware's background task group (the lifespan); each
+    follow ends when :attr:`exiting` is set, so an idle stream need not wake
+    up to look for itself.
+    """
+
+    def __init__(self) -> None:
+        self.exiting = anyio.Event()
+
+    async def run(self) -> None:
+        # The server's state can only be looked at: no event tells of it.
+        while not server_is_exiting():  # noqa: ASYNC110
+            await anyio.sleep(EXIT_CHECK)
+        self.exiting.set()
+
+
 def priming_event(stream_id: str, seq: int, retry_ms: int | None) -> bytes:
     """The event that gives a client a stream position before anything else: id, empty data.
 
@@ -171,12 +196,15 @@ async def follow_stream(
     receive: Receive,
     options: StreamOptions,
     priming: bool = False,
+    exiting: anyio.Event | None = None,
 ) -> None:
     """Answer a GET: replay the stream after ``after_seq``, then follow it live.
 
     A request stream ends once its final response has been sent; the standalone
-    stream runs until the client leaves. The caller has checked that the stream
-    belongs to the session.
+    stream runs until the client leaves, or ``exiting`` is set (an
+    :class:`ExitWatch`'s; without one it looks for itself every
+    ``follow_interval``). The caller has checked that the stream belongs to
+    the session.
     """
     await send(
         {
@@ -192,14 +220,21 @@ async def follow_stream(
                 pass
             tg.cancel_scope.cancel()
 
+        async def watch_exit(exiting: anyio.Event) -> None:
+            await exiting.wait()
+            tg.cancel_scope.cancel()
+
         tg.start_soon(watch_disconnect)
+        if exiting is not None:
+            tg.start_soon(watch_exit, exiting)
+        idle = IDLE_RECHECK if exiting is not None else options.follow_interval
         try:
             if priming:
                 await _send_body(
                     send,
                     priming_event(stream_id, after_seq, options.retry_ms),
                 )
-            await _replay_and_follow(store, session_id, stream_id, after_seq, send, options)
+            await _replay_and_follow(store, session_id, stream_id, after_seq, send, options, idle)
         except CorruptRecordError:
             await _end_unreadable(store, session_id, stream_id, send)
         except OSError:
@@ -216,8 +251,12 @@ async def _replay_and_follow(
     after_seq: int,
     send: Send,
     options: StreamOptions,
+    idle: float,
 ) -> None:
     last = after_seq
+    # A request stream looks at its producer's lease every follow_interval; the
+    # standalone stream has none, and sleeps until its stream moves.
+    wait = idle if stream_id == STANDALONE_STREAM else options.follow_interval
     state = await store.load_stream(session_id, stream_id)
     if state is None:
         return
@@ -255,9 +294,7 @@ async def _replay_and_follow(
             return
         if server_is_exiting():
             return
-        events = await store.wait_events(
-            session_id, stream_id, last, options.follow_interval, READ_BATCH
-        )
+        events = await store.wait_events(session_id, stream_id, last, wait, READ_BATCH)
 
 
 async def _answered(

@@ -48,6 +48,7 @@ from mcp_session_mw.streams import (
 )
 
 from .asgi_lifespan import lifespan
+from .conftest import StoreFactory
 
 pytestmark = pytest.mark.anyio
 
@@ -148,7 +149,7 @@ class Server:
 @asynccontextmanager
 async def serving(
     *,
-    store: MemoryStore | None = None,
+    store: Store | None = None,
     stateless: bool = False,
     own_lifespan: bool = True,
     **options: Any,
@@ -1000,6 +1001,31 @@ async def test_standalone_stream_gets_notifications_published_by_another_instanc
     assert frames[2].message["method"] == "x/two"
     assert frames[3].message["params"]["data"] == "three"
     assert [(f.id, f.data) for f in replayed] == [(f.id, f.data) for f in frames[2:]]
+
+
+async def test_standalone_stream_sleeps_on_the_follower_and_wakes_for_another_instance(
+    store_factory: StoreFactory,
+) -> None:
+    """On every store: the idle GET stream is one registration with the store's follower.
+
+    What another instance (another store handle, its own connections)
+    publishes wakes it; once the client leaves, nothing waits any more.
+    """
+    mine, theirs = await store_factory(), await store_factory()
+    async with serving(store=mine) as here, bounded() as tg:
+        session_id = await initialize(here)
+        wire = await get(tg, here, session_id)
+        assert wire.status == 200
+        with anyio.fail_after(20):
+            while mine.follower.waiting == 0:  # noqa: ASYNC110 - a count, no event
+                await anyio.sleep(0.01)
+        await publish(theirs, session_id, {"jsonrpc": "2.0", "method": "x/elsewhere"})
+        frames = await wire.frames_until(lambda f: f.id == "get.1")
+        wire.leave()
+        await wire.returned.wait()
+        assert mine.follower.waiting == 0
+    assert [f.id for f in frames] == ["get.0", "get.1"]
+    assert frames[1].message["method"] == "x/elsewhere"
 
 
 # -- odds and ends the tests above lean on -------------------------------------------------

@@ -42,6 +42,7 @@ from ..errors import (
     SessionNotFoundError,
 )
 from ..records import JSONValue, Page, SessionRecord, StoredEvent, StreamState, merge_state
+from .follower import Follower, Position, Slot, Watch, polling
 
 StateChange = (
     Mapping[str, JSONValue]
@@ -112,6 +113,7 @@ class Store(abc.ABC):
         # Who holds a lock taken through this object; other objects, even on the
         # same backend and in the same process, are other holders.
         self._lock_owner = secrets.token_hex(16)
+        self._follower: Follower | None = None
 
     # -- identity --------------------------------------------------------------
 
@@ -510,16 +512,62 @@ class Store(abc.ABC):
     ) -> list[StoredEvent]:
         """Like :meth:`read_events`, but wait up to ``timeout`` seconds for one to arrive.
 
-        The default polls every ``poll_interval`` seconds; backends with a push
-        channel (Redis blocking reads, PostgreSQL LISTEN) override it.
+        Returns ``[]`` at once when the stream is finished or gone and has
+        nothing newer (callers look at its state). The wait is
+        a registration with the store's one :attr:`follower`: a thousand waits
+        cost one watch, not a thousand polls or connections.
         """
+        key = self.key(session_id)
         deadline = time.monotonic() + timeout
         while True:
-            events = await self.read_events(session_id, stream_id, after_seq, limit)
-            remaining = deadline - time.monotonic()
-            if events or remaining <= 0:
-                return events
-            await anyio.sleep(min(self.poll_interval, remaining))
+            # Registered before the read: a change in between still wakes it.
+            with self.follower.watching((key, stream_id), after_seq) as waiter:
+                events, finished = await self._poll_stream(key, stream_id, after_seq, limit)
+                remaining = deadline - time.monotonic()
+                if events or finished or remaining <= 0:
+                    return events
+                await waiter.wait(remaining)
+
+    async def _poll_stream(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredEvent], bool]:
+        """Events after ``after_seq``, and whether nothing more will come (finished or gone).
+
+        Default: a read, then a look at the stream's state when it found nothing.
+        Backends override it with one round trip.
+        """
+        events = await self._read_events(key, stream_id, after_seq, limit)
+        if events:
+            return events, False
+        state = await self._load_stream(key, stream_id)
+        return [], state is None or state.done
+
+    @property
+    def follower(self) -> Follower:
+        """The store's one shared follower (made on first use, with :meth:`_follow_watch`)."""
+        if self._follower is None:
+            self._follower = Follower(self._follow_watch(), name=type(self).__name__)
+        return self._follower
+
+    def _follow_watch(self) -> Watch | None:
+        """What tells the follower which streams moved. Default: poll :meth:`_stream_positions`.
+
+        Backends with a push channel return their own; one whose writers wake
+        the follower themselves (memory) returns None.
+        """
+        return polling(self._stream_positions, lambda: self.poll_interval)
+
+    async def _stream_positions(self, slots: Sequence[Slot]) -> dict[Slot, Position]:
+        """Where each stream stands, ``(last_seq, done)``; streams that are gone are left out.
+
+        Default: one :meth:`_load_stream` each. Backends override it with one round trip.
+        """
+        found: dict[Slot, Position] = {}
+        for key, stream_id in slots:
+            state = await self._load_stream(key, stream_id)
+            if state is not None:
+                found[key, stream_id] = (state.last_seq, state.done)
+        return found
 
     # -- primitives each backend implements (keyed by digest) ----------------------
 

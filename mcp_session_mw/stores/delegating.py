@@ -14,6 +14,7 @@ from typing import ClassVar
 
 from ..records import Page, SessionRecord, StoredEvent, StreamState
 from .base import Store
+from .follower import Follower
 
 
 class DelegatingStore(Store):
@@ -31,6 +32,11 @@ class DelegatingStore(Store):
     @property
     def backend(self) -> Store:
         return self._backend
+
+    @property
+    def follower(self) -> Follower:
+        """The backend's: the live wait is the backend's own."""
+        return self._backend.follower
 
     def now(self) -> float:
         return self._backend.now()

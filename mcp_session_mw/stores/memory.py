@@ -6,8 +6,6 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-import anyio
-
 from ..errors import SessionExistsError, SessionNotFoundError, StreamNotFoundError
 from ..records import Page, SessionRecord, StoredEvent, StreamState
 from .base import Store
@@ -17,12 +15,6 @@ from .base import Store
 class _Stream:
     state: StreamState
     events: list[StoredEvent] = field(default_factory=list)
-    changed: anyio.Event | None = None  # made by a reader that waits, set by the next change
-
-    def wake(self) -> None:
-        changed, self.changed = self.changed, None
-        if changed is not None:
-            changed.set()
 
 
 class MemoryStore(Store):
@@ -30,7 +22,7 @@ class MemoryStore(Store):
 
     Every operation completes without awaiting, so each is atomic with respect
     to other tasks of the event loop. Live waits are woken the moment an event
-    is appended.
+    is appended: the writers wake the follower themselves, so it has no watch.
     """
 
     schemes = ("memory",)
@@ -90,8 +82,8 @@ class MemoryStore(Store):
             index = bisect.bisect_left(self._sorted_keys, key)
             del self._sorted_keys[index]
         self._noted.pop(key, None)
-        for stream in self._streams.pop(key, {}).values():
-            stream.wake()
+        for stream_id in self._streams.pop(key, {}):
+            self.follower.wake((key, stream_id))
         return existed
 
     async def _delete(self, key: str) -> bool:
@@ -162,7 +154,7 @@ class MemoryStore(Store):
             last_seq=existing.state.last_seq,
             done=False,
         )
-        existing.wake()
+        self.follower.wake((key, state.stream_id))
         return existing.state
 
     async def _write_stream(
@@ -215,7 +207,7 @@ class MemoryStore(Store):
     async def _finish_stream(self, key: str, stream_id: str) -> None:
         stream = self._stream(key, stream_id)
         stream.state = replace(stream.state, done=True)
-        stream.wake()
+        self.follower.wake((key, stream_id))
 
     async def _append_event(
         self, key: str, stream_id: str, data: str, event: str | None, max_events: int | None
@@ -244,14 +236,14 @@ class MemoryStore(Store):
             del events[: len(events) - max_events]
             first_seq = events[0].seq
         stream.state = replace(stream.state, last_seq=start + len(stored) - 1, first_seq=first_seq)
-        stream.wake()
+        self.follower.wake((key, stream_id))
         return stored
 
     async def _delete_stream(self, key: str, stream_id: str) -> bool:
         stream = self._streams.get(key, {}).pop(stream_id, None)
         if stream is None:
             return False
-        stream.wake()
+        self.follower.wake((key, stream_id))
         return True
 
     async def _record_streams(self, key: str, stream_ids: list[str], keep: int) -> list[str]:
@@ -265,7 +257,7 @@ class MemoryStore(Store):
             del noted[stream_id]
             stream = streams.pop(stream_id, None)
             if stream is not None:
-                stream.wake()
+                self.follower.wake((key, stream_id))
         return dropped
 
     async def _read_events(
@@ -281,24 +273,9 @@ class MemoryStore(Store):
         start = max(0, after_seq - (events[0].seq - 1)) if events else 0
         return events[start : start + limit]
 
-    async def wait_events(
-        self,
-        session_id: str,
-        stream_id: str,
-        after_seq: int,
-        timeout: float,
-        limit: int = 1000,
-    ) -> list[StoredEvent]:
-        key = self.key(session_id)
-        with anyio.move_on_after(timeout):
-            while True:
-                events = await self._read_events(key, stream_id, after_seq, limit)
-                if events:
-                    return events
-                stream = self._streams.get(key, {}).get(stream_id)
-                if stream is None or stream.state.done:
-                    return []
-                if stream.changed is None:
-                    stream.changed = anyio.Event()
-                await stream.changed.wait()
-        return []
+    def _follow_watch(self) -> None:
+        """None: the writers above wake the follower; there is nothing to watch."""
+        return None
+
+    async def close(self) -> None:
+        await self.follower.close()

@@ -719,11 +719,11 @@ async def test_postgres_wait_is_woken_by_notify_not_polling() -> None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(follow)
                 while True:  # until the wait has registered for wake-ups
-                    if follower._listener.waiters:
+                    if follower.follower.waiting:
                         break
                     await anyio.sleep(0.01)
                 await anyio.sleep(0.2)  # and has done its first (empty) read
-                if not follower._listener.listening:
+                if follower._listener is None or not follower._listener.listening:
                     unavailable("the PostgreSQL listener could not be opened")
                 await producer.append_event("live", "s1", "pushed")
         assert got == ["pushed"]

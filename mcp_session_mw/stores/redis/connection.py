@@ -182,7 +182,8 @@ class RedisBase(Store):
             await self.client.execute_command("PING")
 
     async def close(self) -> None:
-        """Close the clients this store made; a caller's client is left open."""
+        """Close the follower and the clients this store made; a caller's client is left open."""
+        await self.follower.close()
         if self._lane is not None:
             self._lane.close()
         blocking, self._blocking = self._blocking, None

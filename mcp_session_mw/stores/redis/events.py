@@ -2,15 +2,14 @@
 
 Per stream, ``<prefix>{<digest>}:st:<stream>`` is its state hash and
 ``...:ev:<stream>`` its events (entry id ``0-<seq>``); ``...:wake`` is poked when
-a stream is (re)opened, finished or deleted so that blocked readers wake. The live
-wait blocks (XREAD BLOCK) on a stream and its wake stream on dedicated clients,
-so followers never take the command pool.
+a stream is (re)opened, finished or deleted. The same scripts publish what moved
+on ``<prefix>follow``; the store's one follower subscribes to it on a dedicated
+connection (:mod:`.follow`) and wakes the live waits of this process.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from ...errors import SessionNotFoundError, StreamNotFoundError
 from ...records import StoredEvent, StreamState
 from ..base import stored_batch
 from .connection import WAKE_AFTER_DELETE_MS, RedisBase
+from .follow import RedisWatch
 from .scripts import (
     DELETE_STREAM_SCRIPT,
     DELETE_STREAMS_SCRIPT,
@@ -218,8 +218,8 @@ class RedisEventLog(RedisBase):
     def _blocking_client(self) -> Any:
         if self._blocking is None:
             if self._url is not None:
-                # Every follower holds one connection while it blocks: no cap, and a
-                # read timeout longer than one block.
+                # The follower's subscription: one connection, a read timeout longer
+                # than its looks at whether anyone still waits.
                 self._blocking = self._build_client(
                     self._url, socket_timeout=BLOCK_SLICE + 10, max_connections=_UNCAPPED
                 )
@@ -237,43 +237,15 @@ class RedisEventLog(RedisBase):
                 self._owns_blocking = True
         return self._blocking
 
-    async def wait_events(
-        self,
-        session_id: str,
-        stream_id: str,
-        after_seq: int,
-        timeout: float,
-        limit: int = 1000,
-    ) -> list[StoredEvent]:
-        """Blocking read: XREAD BLOCK on the stream and the session's wake stream.
-
-        Returns at once when events are there, or when the stream is done, gone
-        or was never opened; otherwise blocks on a dedicated connection until an
-        event lands, the stream is finished or taken over, or ``timeout`` passes.
-        """
+    async def _poll_stream(
+        self, key: str, stream_id: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredEvent], bool]:
+        """One script: the events, and whether the stream is done or gone (status not 1)."""
         if limit <= 0:
-            return []
-        key = self.key(session_id)
-        base = self._base(key)
-        deadline = time.monotonic() + timeout
-        while True:
-            status, events, wake_id = await self._read(key, stream_id, after_seq, limit)
-            if events or status != 1:
-                return events
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return []
-            block_ms = max(1, int(min(remaining, BLOCK_SLICE) * 1000))
-            with self._guard:
-                await self._blocking_client().execute_command(
-                    "XREAD",
-                    "COUNT",
-                    1,
-                    "BLOCK",
-                    block_ms,
-                    "STREAMS",
-                    f"{base}:ev:{stream_id}",
-                    f"{base}:wake",
-                    f"0-{max(0, after_seq)}",
-                    wake_id,
-                )
+            return [], True
+        status, events, _wake = await self._read(key, stream_id, after_seq, limit)
+        return events, not events and status != 1
+
+    def _follow_watch(self) -> RedisWatch:
+        """One subscription to the channel the scripts publish on, on the blocking client."""
+        return RedisWatch(self._blocking_client, self._prefix)

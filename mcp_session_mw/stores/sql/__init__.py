@@ -34,11 +34,12 @@ Concurrency rules (why it is safe with many processes on one database):
   an async function runs unlocked with the base class's CAS loop, because it
   may await the store itself and would deadlock on its own lock.
 
-Live waits (``listener``): PostgreSQL (asyncpg) gets ``LISTEN``/``NOTIFY`` on a
-channel named after the table prefix — appends, finishes and re-opens notify ``<key>:<stream>``
-and a per-store listener connection (opened on the first wait) wakes the
-waiters. If the listener cannot be set up or dies, waits poll every
-``poll_interval`` seconds until it is back. SQLite and MariaDB always poll.
+Live waits go through the store's one follower (``stores/follower.py``).
+PostgreSQL (asyncpg) gets ``LISTEN``/``NOTIFY`` on a channel named after the
+table prefix — appends, finishes and re-opens notify ``<key>:<stream>`` — on
+one listener connection per store (``listener``), opened while anyone waits,
+reopened when it dies (every waiter re-reads in between). SQLite and MariaDB
+poll: one query per ``poll_interval`` over every waited stream (``positions``).
 
 Named locks (``try_lock``) are rows of the streams table (``locks``).
 
@@ -70,13 +71,7 @@ from .failures import (
     STORE_FAILED,
     STORE_UNAVAILABLE,
 )
-from .listener import (
-    LISTEN_CLEANUP_FAILED,
-    LISTEN_FAILED,
-    LISTEN_LOST,
-    LISTEN_RECHECK_INTERVAL,
-    LISTEN_RETRY_DELAY,
-)
+from .listener import LISTEN_CHECK, LISTEN_CLEANUP_FAILED, MSG_LISTENER_LOST
 from .locks import LOCK_STREAM_ID
 from .schema import (
     CORRUPT_RECORD,
@@ -104,15 +99,13 @@ __all__ = [
     "DEFAULT_MAX_OVERFLOW",
     "DEFAULT_POOL_SIZE",
     "DEFAULT_TABLE_PREFIX",
+    "LISTEN_CHECK",
     "LISTEN_CLEANUP_FAILED",
-    "LISTEN_FAILED",
-    "LISTEN_LOST",
-    "LISTEN_RECHECK_INTERVAL",
-    "LISTEN_RETRY_DELAY",
     "LOCK_CONFLICT_RETRIES",
     "LOCK_STREAM_ID",
     "MAX_PREFIX_LENGTH",
     "MAX_STREAM_ID_LENGTH",
+    "MSG_LISTENER_LOST",
     "RACE_LOST",
     "SCHEMA_LOCK_TIMED_OUT",
     "SCHEMA_LOCK_TIMEOUT",

@@ -112,6 +112,10 @@ class SessionRows:
             await conn.execute(sa.delete(sessions).where(sessions.c.key == key))
             # Streams before events: an append holding a stream row's lock
             # commits its event first, so the events DELETE below sees it.
+            if self._db.postgres:  # live waits on its streams see "gone" and return
+                stream_id = streams.c.stream_id
+                wake = sa.func.pg_notify(self._db.channel, sa.literal(f"{key}:") + stream_id)
+                await conn.execute(sa.select(wake).where(streams.c.session_key == key))
             await conn.execute(sa.delete(streams).where(streams.c.session_key == key))
             await conn.execute(sa.delete(events).where(events.c.session_key == key))
             return live.rowcount > 0

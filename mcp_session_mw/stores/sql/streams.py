@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ...errors import SessionNotFoundError, StreamNotFoundError
@@ -17,6 +18,10 @@ with contextlib.suppress(ImportError):  # engine.require_sqlalchemy names the ex
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
+
+
+POSITIONS_BATCH = 500
+"""Sessions looked up by one query of :meth:`StreamRows.positions`."""
 
 
 def _stream_is(table: sa.Table, key: str, stream_id: str) -> sa.ColumnElement[bool]:
@@ -253,3 +258,39 @@ class StreamRows:
             return found, done and not found
 
         return await self._db.read(poll)
+
+    async def positions(
+        self, slots: Sequence[tuple[str, str]], now: float
+    ) -> dict[tuple[str, str], tuple[int, bool]]:
+        """``(last_seq, done)`` of each live stream of ``slots``; one query per batch of sessions.
+
+        Rows are picked by session key and stream id separately (an index range
+        on every dialect, where pairs would not be); the few extra streams of
+        the same sessions are dropped here.
+        """
+        t = self._db.t
+        streams = t.streams
+        wanted = set(slots)
+        keys = sorted({key for key, _ in wanted})
+        stream_ids = sorted({stream_id for _, stream_id in wanted})
+        found: dict[tuple[str, str], tuple[int, bool]] = {}
+        for start in range(0, len(keys), POSITIONS_BATCH):
+            query = (
+                sa.select(
+                    streams.c.session_key, streams.c.stream_id, streams.c.last_seq, streams.c.done
+                )
+                .join(t.sessions, t.sessions.c.key == streams.c.session_key)
+                .where(
+                    streams.c.session_key.in_(keys[start : start + POSITIONS_BATCH]),
+                    streams.c.stream_id.in_(stream_ids),
+                    t.sessions.c.expires_at > now,
+                )
+            )
+
+            async def look(conn: AsyncConnection, query: Any = query) -> list[Any]:
+                return list((await conn.execute(query)).all())
+
+            for key, stream_id, last_seq, done in await self._db.read(look):
+                if (key, stream_id) in wanted:
+                    found[key, stream_id] = (int(last_seq), bool(done))
+        return found

@@ -69,7 +69,14 @@ local function slide(keys, now_s, ttl_s)
   if #keys > 1 then redis.call('ZADD', keys[2], xs, string.match(keys[1], '{(.-)}')) end
   return xs
 end
+-- Tell every process's follower (one subscription each, to <prefix>follow) that a
+-- stream of the session moved: "<digest>:<stream id>", or "<digest>:" for all of them.
+local function notify(base, sid)
+  redis.call('PUBLISH', string.sub(base, 1, -67) .. 'follow', string.sub(base, -65, -2) .. ':' .. sid)
+end
+-- A stream of the session was (re)opened, finished or removed: wake its waiters.
 local function wake(base, px)
   redis.call('XADD', base .. ':wake', 'MAXLEN', '1', '*', 'w', '1')
   redis.call('PEXPIRE', base .. ':wake', px)
+  notify(base, '')
 end

@@ -6,8 +6,9 @@
 -- takes over) the stream if asked, appends every event as one XADD each, marks the
 -- stream done if asked: one script, so atomic, and the seqs of a batch are
 -- consecutive. Returns the last seq (the batch holds the seqs up to it), -1 (no
--- session) or -2 (no stream). A stream opened by this call (most often a whole
--- response) wakes nobody: no reader can be waiting on a stream that did not exist.
+-- session) or -2 (no stream). Events appended to a stream that existed notify its
+-- followers. A stream opened by this call (most often a whole response) wakes
+-- nobody: no reader can be waiting on a stream that did not exist.
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
@@ -77,5 +78,7 @@ elseif ARGV[8] == '1' then
 end
 if (ARGV[4] == '1' or ARGV[8] == '1') and not (ARGV[4] == '1' and new_stream) then
   wake(KEYS[1], px or stream_px(KEYS[1], now))
+elseif ARGV[10] ~= '' and not new_stream then
+  notify(KEYS[1], ARGV[2])
 end
 return n
