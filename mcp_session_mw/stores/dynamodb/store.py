@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from ...errors import ConfigurationError, SessionExistsError
 from ...records import Page, SessionRecord, StoredEvent, StreamState
 from ..base import Store
+from ..follower import Position, Slot
 from .client import ConditionFailed, Settings, Table, flag, number, parse_url, text
 from .events import EventLog
 from .items import (
@@ -397,6 +398,9 @@ class DynamoDBStore(Store):
     async def _open_stream(self, key: str, state: StreamState) -> StreamState:
         _, opened = await self._events.write(key, state.stream_id, (), open_as=state)
         return opened
+
+    async def _stream_positions(self, slots: Sequence[Slot]) -> dict[Slot, Position]:
+        return await self._events.positions(slots)
 
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         return await self._events.load(key, stream_id)
