@@ -119,9 +119,17 @@ class Database:
             committing = False
             try:
                 async with engine.connect() as conn:
-                    if write and self.sqlite:
-                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    result = await body(conn)
+                    try:
+                        if write and self.sqlite:
+                            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        result = await body(conn)
+                    except (OSError, asyncio.TimeoutError):
+                        # A statement that timed out (or a socket that failed)
+                        # leaves the connection in a state nobody knows: the
+                        # ROLLBACK of an ordinary return would wait once more.
+                        with anyio.CancelScope(shield=True):
+                            await quietly(conn.invalidate())
+                        raise
                     if write:
                         committing = True
                         try:

@@ -22,6 +22,7 @@ from .database import Database
 from .engine import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
     SCHEMES,
     build_engine,
     check_options,
@@ -119,6 +120,7 @@ class SQLStore(Store):
         pool_size: int = DEFAULT_POOL_SIZE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         **engine_options: Any,
     ) -> SQLStore:
         """A store for ``url``; ``engine_options`` go to ``create_async_engine``.
@@ -127,7 +129,10 @@ class SQLStore(Store):
         and ``mariadb://`` pick aiosqlite, asyncpg and asyncmy. With ``engine``
         the URL only chose this class: the caller's engine is used as it is and
         never disposed. ``busy_timeout`` (SQLite) is how long a writer waits for
-        the write lock held by another connection or process.
+        the write lock held by another connection or process. ``timeout``
+        (PostgreSQL, MySQL/MariaDB) bounds each wait on the server: a pool
+        checkout, a connect, one statement; the pool checkout on SQLite too.
+        A wait that runs out raises StoreUnavailableError (503 on the wire).
         """
         parsed = parse_url(url)
         check_options(table_prefix, poll_interval)
@@ -136,7 +141,11 @@ class SQLStore(Store):
                 engine, table_prefix=table_prefix, secret=secret, poll_interval=poll_interval
             )
         new_engine = build_engine(
-            parsed, pool_size=pool_size, busy_timeout=busy_timeout, engine_options=engine_options
+            parsed,
+            pool_size=pool_size,
+            busy_timeout=busy_timeout,
+            timeout=timeout,
+            engine_options=engine_options,
         )
         return cls(
             new_engine,
