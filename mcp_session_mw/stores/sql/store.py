@@ -168,6 +168,7 @@ class SQLStore(Store):
     async def close(self) -> None:
         """Close the listener and, when this store built the engine, its connections."""
         await self._listener.close()
+        await self._db.release()
         self._db.opened = False
         if self._dispose_engine:
             await self._engine.dispose()
@@ -175,6 +176,7 @@ class SQLStore(Store):
     async def drop_schema(self) -> None:
         """Drop this prefix's tables and everything in them (tests, uninstall)."""
         t = self._db.t
+        await self._db.release()
         await self._db.transact(self._engine, lambda conn: drop_schema(conn, t), write=True)
         self._db.opened = False
 
