@@ -245,6 +245,15 @@ class SQLStore(Store):
             return stored
         return await super().update_meta(session_id, change)
 
+    async def _record_streams_in_meta(
+        self, session_id: str, new: list[str], keep: int
+    ) -> list[str]:
+        """One transaction on the driver's connection where the hot path has one."""
+        dropped = await self._hot.record_streams(self.key(session_id), new, keep, self.now())
+        if dropped is None:
+            return await super()._record_streams_in_meta(session_id, new, keep)
+        return dropped
+
     # -- streams and events -----------------------------------------------------------
 
     async def _open_stream(self, key: str, state: StreamState) -> StreamState:
