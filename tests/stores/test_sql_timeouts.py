@@ -156,11 +156,11 @@ async def test_a_pool_with_every_connection_busy_gives_unavailable(
         store,
         _proxy,
     ):
-        await store.open()
-        session_id = await created(store)
-        async with store.engine.connect():  # the pool's only connection, held
-            error = await unavailable_in_time(lambda: store.load(session_id))
+        # The pool's only connection, held before the store has one of its own.
+        async with store.engine.connect():
+            error = await unavailable_in_time(lambda: store.load("any"))
         assert "cannot be reached" in str(error)
+        session_id = await created(store)
         assert await store.load(session_id) is not None
 
 

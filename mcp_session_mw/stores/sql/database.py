@@ -122,7 +122,12 @@ class Database:
         while True:
             committing = False
             try:
-                async with engine.connect() as conn:
+                # The kept connections serve transactions too, so those the hot
+                # path holds between calls never starve the rest of the store.
+                kept = engine is self.engine
+                conn, driver = await self._take() if kept else (await engine.connect(), None)
+                ended = False
+                try:
                     try:
                         if write and self.sqlite:
                             await conn.exec_driver_sql("BEGIN IMMEDIATE")
@@ -145,7 +150,16 @@ class Database:
                             with anyio.CancelScope(shield=True):
                                 await quietly(conn.invalidate())
                             raise
-                    return result
+                    elif kept:
+                        await conn.rollback()  # ends the read's transaction before reuse
+                    ended = True
+                finally:
+                    if ended and kept:
+                        await self._give_back(conn, driver)
+                    else:  # rolls back what is open and returns it to the pool
+                        with anyio.CancelScope(shield=True):
+                            await quietly(conn.close())
+                return result
             except (OSError, asyncio.TimeoutError, sa_exc.SQLAlchemyError) as exc:
                 if conflicts < LOCK_CONFLICT_RETRIES and is_lock_conflict(exc):
                     conflicts += 1
