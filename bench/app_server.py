@@ -32,7 +32,6 @@ import itertools
 import json
 import time
 from collections import OrderedDict
-from urllib.parse import urlsplit
 
 import anyio
 import uvicorn
@@ -157,9 +156,9 @@ def build_app(
         )
     )
     if floor is not None:
-        from floor_app import FloorMiddleware
+        from floor_app import FloorMiddleware, floor_backend
 
-        return FloorMiddleware(sdk_app, None if floor == "memory" else urlsplit(floor).port)
+        return FloorMiddleware(sdk_app, floor_backend(floor, prefix))
     if store is None:
         return sdk_app
     return SessionMiddleware(
@@ -180,7 +179,7 @@ def main() -> None:
     parser.add_argument("--prefix", help="table prefix (SQL) or key prefix (Redis)")
     parser.add_argument("--minimal", action="store_true", help="a stateless JSON-RPC stub, no SDK")
     parser.add_argument(
-        "--floor", help="wrap in bench/floor_app.py instead: 'memory' or a redis:// URL"
+        "--floor", help="wrap in bench/floor_app.py instead: 'memory', a redis:// or SQL URL"
     )
     args = parser.parse_args()
     app = build_app(

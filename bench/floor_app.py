@@ -5,10 +5,12 @@ only what the guarantees of ``mcp_session_mw`` cannot do without:
 
 1. read the body and parse the JSON-RPC message;
 2. check the session before the app runs (a dict lookup, or with Redis one
-   ``GET`` round trip: a session deleted on another instance must not run a tool);
+   ``GET`` round trip, or one ``SELECT`` on SQL (``bench/floor_sql.py``): a
+   session deleted on another instance must not run a tool);
 3. swap the client's session id for the app's and call the app;
 4. split the app's SSE body into events and store each one before it is sent
-   (a list append, or with Redis one ``RPUSH`` round trip);
+   (a list append, or with Redis one ``RPUSH`` round trip, or on SQL one
+   committed ``INSERT``);
 5. send the events with ids of its own, ending the response.
 
 Nothing else: no limits, principals, TTLs, leases, priming events, metrics,
@@ -23,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from typing import Protocol
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -48,15 +52,50 @@ class _Redis:
         self.idle.append(conn)
         return line
 
+    async def check(self, session_id: str) -> None:
+        await self.call(b"GET", b"floor:" + session_id.encode())
+
+    async def add(self, session_id: str, app_id: bytes) -> None:
+        pass  # the check reads a key that is never set: one round trip all the same
+
+    async def store(self, stream: bytes, seq: int, data: bytes) -> None:
+        await self.call(b"RPUSH", b"floor:" + stream, data)
+
+    async def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
+class FloorBackend(Protocol):
+    async def check(self, session_id: str) -> None: ...
+    async def add(self, session_id: str, app_id: bytes) -> None: ...
+    async def store(self, stream: bytes, seq: int, data: bytes) -> None: ...
+    async def close(self) -> None: ...
+
+
+def floor_backend(where: str, prefix: str | None) -> FloorBackend | None:
+    """None for 'memory' (dicts only), else the Redis or SQL backend at the URL ``where``."""
+    if where == "memory":
+        return None
+    if where.startswith("redis"):
+        return _Redis(urlsplit(where).port or 6379)
+    from floor_sql import sql_floor
+
+    return sql_floor(where, prefix or "floor_")
+
 
 class FloorMiddleware:
-    def __init__(self, app: ASGIApp, redis_port: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, backend: FloorBackend | None = None) -> None:
         self.app = app
-        self.redis = None if redis_port is None else _Redis(redis_port)
+        self.backend = backend
         self.sessions: dict[str, bytes] = {}  # durable id -> the app's id
         self.events: dict[bytes, list[bytes]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan" and self.backend is not None:
+            await self.app(scope, self._closing(receive), send)
+            return
         if scope["type"] != "http" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
@@ -71,8 +110,8 @@ class FloorMiddleware:
         if request.get("method") == "initialize":
             await self._initialize(scope, body, send)
             return
-        if self.redis is not None:
-            await self.redis.call(b"GET", b"floor:" + (session_id or "").encode())
+        if self.backend is not None:
+            await self.backend.check(session_id or "")
         app_id = self.sessions[session_id or ""]
         headers = [(k, v) for k, v in scope["headers"] if k != _SESSION]
         headers.append((_SESSION, app_id))
@@ -96,9 +135,9 @@ class FloorMiddleware:
                     line[5:].lstrip() for line in frame.split(b"\r\n") if line[:5] == b"data:"
                 )
                 if data:
-                    if self.redis is not None:
-                        await self.redis.call(b"RPUSH", b"floor:" + stream, data)
                     stored.append(data)
+                    if self.backend is not None:
+                        await self.backend.store(stream, len(stored), data)
                     out.append(b"id: %s_%d\ndata: %s\n\n" % (stream, len(stored), data))
             if head is not None:
                 await send(head)
@@ -110,6 +149,17 @@ class FloorMiddleware:
 
         await self.app({**scope, "headers": headers}, body_then_disconnect(body, done), app_send)
 
+    def _closing(self, receive: Receive) -> Receive:
+        """The lifespan's receive: at shutdown, close the backend's connections first."""
+
+        async def closing() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self.backend is not None:
+                await self.backend.close()
+            return message
+
+        return closing
+
     async def _initialize(self, scope: Scope, body: bytes, send: Send) -> None:
         done = asyncio.Event()
 
@@ -120,6 +170,8 @@ class FloorMiddleware:
                 for name, value in message["headers"]:
                     if name == _SESSION:
                         self.sessions[ours] = value
+                        if self.backend is not None:
+                            await self.backend.add(ours, value)
                         value = ours.encode()
                     headers.append((name, value))
                 message["headers"] = headers

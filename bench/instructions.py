@@ -9,8 +9,10 @@ under ``valgrind --tool=callgrind``, so start-up and warm-up cancel out.
 Variants:
 
 - ``sdk``: the SDK app in its stateful mode, no middleware;
-- ``floor`` / ``floor-redis``: the yardstick of ``bench/floor_app.py``;
-- ``mw`` / ``mw-redis``: SessionMiddleware in re-hydration mode, as shipped;
+- ``floor`` / ``floor-redis`` / ``floor-postgresql`` / ``floor-sqlite``: the
+  yardstick of ``bench/floor_app.py`` (SQL ones in ``bench/floor_sql.py``);
+- ``mw`` / ``mw-redis`` / ``mw-postgresql`` / ``mw-sqlite``: SessionMiddleware
+  in re-hydration mode, as shipped;
 - ``mw-nocap`` / ``mw-redis-nocap``: with ``max_streams_per_session=None``;
 - ``mw-nometrics`` / ``mw-redis-nometrics``: with the store left untimed, as
   when neither prometheus-client nor opentelemetry-api is installed;
@@ -40,7 +42,9 @@ from typing import Any
 
 import app_server
 from floor_app import body_then_disconnect, drop_floor_keys
+from floor_sql import drop_floor_tables
 from starlette.types import ASGIApp, Message
+from streaming import POSTGRES_URL, _drop, reachable
 
 import mcp_session_mw.metrics as metrics
 from mcp_session_mw import SessionMiddleware
@@ -57,7 +61,14 @@ VARIANTS = (
     "mw-redis",
     "mw-redis-nocap",
     "mw-redis-nometrics",
+    "floor-postgresql",
+    "mw-postgresql",
+    "mw-postgresql-nocap",
+    "floor-sqlite",
+    "mw-sqlite",
+    "mw-sqlite-nocap",
 )
+SQL = ("postgresql", "sqlite")
 PROTOCOL = "2025-11-25"
 _HEADERS = [
     (b"host", b"127.0.0.1:8000"),
@@ -66,15 +77,22 @@ _HEADERS = [
 ]
 
 
-def build(variant: str, prefix: str) -> ASGIApp:
-    redis = "-redis" in variant
+def store_of(variant: str, folder: Path) -> str:
+    """The store URL a variant runs on (a SQLite file in ``folder``)."""
+    if "-redis" in variant:
+        return REDIS_URL
+    if "-postgresql" in variant:
+        return POSTGRES_URL
+    if "-sqlite" in variant:
+        return f"sqlite+aiosqlite:///{folder / 'b.db'}"
+    return "memory://"
+
+
+def build(variant: str, prefix: str, folder: Path) -> ASGIApp:
+    store = store_of(variant, folder)
     if variant.startswith("floor"):
         return app_server.build_app(
-            stateless=False,
-            events=False,
-            store=None,
-            prefix=None,
-            floor=REDIS_URL if redis else "memory",
+            stateless=False, events=False, store=None, prefix=prefix, floor=store
         )
     if variant == "sdk":
         return app_server.build_app(stateless=False, events=False, store=None, prefix=None)
@@ -83,7 +101,6 @@ def build(variant: str, prefix: str) -> ASGIApp:
     options: dict[str, Any] = {}
     if variant.endswith(("-nocap", "-lean")):
         options["max_streams_per_session"] = None
-    store = REDIS_URL if redis else "memory://"
     return SessionMiddleware(
         app_server.build_server().streamable_http_app(stateless_http=False),
         store=store,
@@ -224,11 +241,18 @@ def main() -> None:
         parser.error(f"unknown variant(s): {', '.join(unknown)}")
     if args.run:
         variant, count = args.run
-        asyncio.run(calls(build(variant, f"bench:{secrets.token_hex(4)}:"), int(count)))
+        sql = any(f"-{name}" in variant for name in SQL)
+        prefix = f"b{secrets.token_hex(4)}_" if sql else f"bench:{secrets.token_hex(4)}:"
+        with tempfile.TemporaryDirectory() as folder:
+            asyncio.run(calls(build(variant, prefix, Path(folder)), int(count)))
+            if sql and variant.startswith("floor"):
+                drop_floor_tables(store_of(variant, Path(folder)), prefix)
+            elif sql:
+                asyncio.run(_drop(store_of(variant, Path(folder)), prefix))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    chosen = args.variants or [v for v in VARIANTS if "redis" not in v or _redis_up()]
+    chosen = args.variants or [v for v in VARIANTS if _reachable(v)]
     print("| variant | instructions per call | / SDK's |")
     print("|---|---:|---:|")
     sdk = None
@@ -243,10 +267,8 @@ def main() -> None:
         print(f"| {variant} | {per_call / 1e6:.3f} M | {ratio} |", flush=True)
 
 
-def _redis_up() -> bool:
-    from streaming import reachable
-
-    return reachable(REDIS_URL)
+def _reachable(variant: str) -> bool:
+    return reachable(store_of(variant, Path(".")))
 
 
 if __name__ == "__main__":

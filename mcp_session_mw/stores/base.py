@@ -423,17 +423,21 @@ class Store(abc.ABC):
         new = list(dict.fromkeys(stream_ids))
         if self.records_streams_natively:
             return await self._record_streams(self.key(session_id), new, keep)
-        # The list in the session's meta, through update_meta (a row lock on SQL,
-        # the cache kept current by a caching store), then one delete.
+        return await self._record_streams_in_meta(session_id, new, keep)
+
+    async def _record_streams_in_meta(
+        self, session_id: str, new: list[str], keep: int
+    ) -> list[str]:
+        """:meth:`record_streams` with the list in the session's ``meta``.
+
+        By default through update_meta (a caching store keeps its cache
+        current), then one delete; SQL does both in one transaction.
+        """
         dropped: list[str] = []
 
         def remember(meta: dict[str, JSONValue]) -> dict[str, JSONValue]:
-            known = meta.get(RECORDED_STREAMS)
-            noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
-            seen = set(noted)
-            noted += [stream_id for stream_id in new if stream_id not in seen]
-            dropped[:] = noted[:-keep] if len(noted) > keep else []
-            return {**meta, RECORDED_STREAMS: noted[-keep:]}
+            noted, dropped[:] = note_streams(meta, new, keep)
+            return noted
 
         await self.update_meta(session_id, remember)
         if dropped:
@@ -684,6 +688,18 @@ class Store(abc.ABC):
     async def _read_events(
         self, key: str, stream_id: str, after_seq: int, limit: int
     ) -> list[StoredEvent]: ...
+
+
+def note_streams(
+    meta: Mapping[str, JSONValue], new: Sequence[str], keep: int
+) -> tuple[dict[str, JSONValue], list[str]]:
+    """``meta`` with ``new`` streams noted (newest ``keep`` kept), and the ones dropped."""
+    known = meta.get(RECORDED_STREAMS)
+    noted = [s for s in known if isinstance(s, str)] if isinstance(known, list) else []
+    seen = set(noted)
+    noted += [stream_id for stream_id in new if stream_id not in seen]
+    dropped = noted[:-keep] if len(noted) > keep else []
+    return {**meta, RECORDED_STREAMS: list(noted[-keep:])}, dropped
 
 
 def stored_batch(

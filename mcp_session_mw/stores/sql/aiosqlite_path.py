@@ -10,6 +10,7 @@ from typing import Any
 
 from ...errors import StreamNotFoundError
 from ...records import SessionRecord, StreamState
+from ..base import note_streams
 from .core_path import Batch
 from .database import Database
 from .failures import session_not_found
@@ -36,6 +37,10 @@ class SQLiteStatements:
     trim: str
     open: str
     finish: str
+    lock_session: str
+    set_payload: str
+    drop_streams: str
+    drop_events: str
 
 
 class AiosqlitePath:
@@ -81,6 +86,10 @@ class AiosqlitePath:
                 " lease_expires = excluded.lease_expires, done = 0"
             ),
             finish=f"UPDATE {n.streams} SET done = 1 WHERE {where}",
+            lock_session=self._load,  # BEGIN IMMEDIATE has taken the write lock
+            set_payload=f"UPDATE {n.sessions} SET payload = ?, version = ? WHERE {n.key} = ?",
+            drop_streams=f"DELETE FROM {n.streams} WHERE session_key = ? AND stream_id = ?",
+            drop_events=f"DELETE FROM {n.events} WHERE session_key = ? AND stream_id = ?",
         )
 
     async def load(self, key: str, now: float) -> SessionRecord | None:
@@ -121,6 +130,48 @@ class AiosqlitePath:
             return result
 
         return await self._db.on_driver(write)
+
+    async def record_streams(self, key: str, new: list[str], keep: int, now: float) -> list[str]:
+        """Note ``new`` and drop the oldest beyond ``keep``: one transaction, one thread hop."""
+        sql = self._sql
+
+        async def record(db: Any) -> list[str]:
+            dropped: list[str] = await db._execute(
+                _record_streams, db._conn, sql, key, new, keep, now
+            )
+            return dropped
+
+        return await self._db.on_driver(record)
+
+
+def _record_streams(
+    conn: sqlite3.Connection,
+    sql: SQLiteStatements,
+    key: str,
+    new: list[str],
+    keep: int,
+    now: float,
+) -> list[str]:
+    """On aiosqlite's thread: BEGIN IMMEDIATE, read the session, note, drop, COMMIT."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        row = conn.execute(sql.lock_session, (key, now)).fetchone()
+        if row is None:
+            raise session_not_found()
+        current = to_record(tuple(row))
+        meta, dropped = note_streams(current.meta, new, keep)
+        if meta != current.meta:
+            stored = current.evolve(meta=meta, version=current.version + 1)
+            conn.execute(sql.set_payload, (stored.payload(), stored.version, key))
+        if dropped:
+            pairs = [(key, stream_id) for stream_id in dropped]
+            conn.executemany(sql.drop_streams, pairs)
+            conn.executemany(sql.drop_events, pairs)
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return dropped
 
 
 def _fetchone(

@@ -7,6 +7,7 @@ from typing import Any
 
 from ...errors import StreamNotFoundError
 from ...records import SessionRecord, StreamState
+from ..base import note_streams
 from .core_path import Batch
 from .database import Database
 from .failures import session_not_found
@@ -95,6 +96,24 @@ SELECT (SELECT last_seq FROM opened),
        CASE WHEN EXISTS (SELECT FROM opened) THEN pg_notify($8, $9) END
 """
 
+        self._lock_session = f"{self._load} FOR UPDATE"
+        self._set_payload = (
+            f"UPDATE {sessions} SET payload = $2, version = $3 WHERE {key_column} = $1"
+        )
+        # Stream rows first (the lock appenders take), then their events, in two
+        # statements: an append that held a row's lock has committed its events
+        # by the time the second statement takes its snapshot.
+        self._drop_streams = f"""
+WITH gone AS (
+    DELETE FROM {streams} WHERE session_key = $1 AND stream_id = ANY($2::text[])
+    RETURNING stream_id
+)
+SELECT count(pg_notify($3, $1 || ':' || stream_id)) FROM gone
+"""
+        self._drop_events = (
+            f"DELETE FROM {events} WHERE session_key = $1 AND stream_id = ANY($2::text[])"
+        )
+
     async def load(self, key: str, now: float) -> SessionRecord | None:
         """The per-request load: SQLAlchemy's cursor layer would cost more than the query."""
         load = self._load
@@ -168,6 +187,28 @@ SELECT (SELECT last_seq FROM opened),
         if not live:
             raise session_not_found()
         return None if last_seq is None else int(last_seq)
+
+    async def record_streams(self, key: str, new: list[str], keep: int, now: float) -> list[str]:
+        """One transaction: lock the session row, note ``new``, drop the oldest beyond ``keep``."""
+        lock, set_payload = self._lock_session, self._set_payload
+        drop_streams, drop_events, channel = self._drop_streams, self._drop_events, self._db.channel
+
+        async def record(pg: Any) -> list[str]:
+            async with pg.transaction():
+                row = await pg.fetchrow(lock, key, now)
+                if row is None:
+                    raise session_not_found()
+                current = to_record(tuple(row))
+                meta, dropped = note_streams(current.meta, new, keep)
+                if meta != current.meta:
+                    stored = current.evolve(meta=meta, version=current.version + 1)
+                    await pg.execute(set_payload, key, stored.payload(), stored.version)
+                if dropped:
+                    await pg.fetchval(drop_streams, key, dropped, channel)
+                    await pg.execute(drop_events, key, dropped)
+            return dropped
+
+        return await self._db.on_driver(record)
 
     def _batch_args(self, batch: Batch, finish: bool) -> tuple[Any, ...]:
         """Parameters $1 to $10 of the append and open statements."""

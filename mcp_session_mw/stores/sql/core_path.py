@@ -49,6 +49,17 @@ class HotPath(Protocol):
         self, batch: Batch, open_as: StreamState | None, finish: bool
     ) -> int | None: ...
 
+    async def record_streams(
+        self, key: str, new: list[str], keep: int, now: float
+    ) -> list[str] | None:
+        """:meth:`Store.record_streams` with the list in ``meta``, in one transaction.
+
+        Notes ``new`` under the session row's lock, removes the streams beyond
+        the newest ``keep`` with their events, and returns their ids; None
+        when the store should take the general way (update_meta, then delete).
+        """
+        ...
+
 
 class CorePath:
     """MariaDB/MySQL (and any other driver): Core statements, built once per store."""
@@ -144,4 +155,10 @@ class CorePath:
         self, batch: Batch, open_as: StreamState | None, finish: bool
     ) -> int | None:
         """Core has no shorter way: the store makes the calls in turn."""
+        return None
+
+    async def record_streams(
+        self, key: str, new: list[str], keep: int, now: float
+    ) -> list[str] | None:
+        """The general way (update_meta's row-locked update, then one delete)."""
         return None

@@ -59,6 +59,10 @@ class Database:
         self.opened = False
         self._open_lock: anyio.Lock | None = None
         self._driver_errors = driver_errors(engine)
+        pool_size = getattr(engine.pool, "size", None)
+        self.keep = max(1, pool_size()) if callable(pool_size) else 1
+        """Connections the hot path keeps checked out between calls (the pool's size)."""
+        self._kept: list[tuple[AsyncConnection, Any]] = []
 
     async def open(self) -> None:
         """Create the tables if needed and check their schema version. Idempotent."""
@@ -118,10 +122,23 @@ class Database:
         while True:
             committing = False
             try:
-                async with engine.connect() as conn:
-                    if write and self.sqlite:
-                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
-                    result = await body(conn)
+                # The kept connections serve transactions too, so those the hot
+                # path holds between calls never starve the rest of the store.
+                kept = engine is self.engine
+                conn, driver = await self._take() if kept else (await engine.connect(), None)
+                ended = False
+                try:
+                    try:
+                        if write and self.sqlite:
+                            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                        result = await body(conn)
+                    except (OSError, asyncio.TimeoutError):
+                        # A statement that timed out (or a socket that failed)
+                        # leaves the connection in a state nobody knows: the
+                        # ROLLBACK of an ordinary return would wait once more.
+                        with anyio.CancelScope(shield=True):
+                            await quietly(conn.invalidate())
+                        raise
                     if write:
                         committing = True
                         try:
@@ -133,7 +150,16 @@ class Database:
                             with anyio.CancelScope(shield=True):
                                 await quietly(conn.invalidate())
                             raise
-                    return result
+                    elif kept:
+                        await conn.rollback()  # ends the read's transaction before reuse
+                    ended = True
+                finally:
+                    if ended and kept:
+                        await self._give_back(conn, driver)
+                    else:  # rolls back what is open and returns it to the pool
+                        with anyio.CancelScope(shield=True):
+                            await quietly(conn.close())
+                return result
             except (OSError, asyncio.TimeoutError, sa_exc.SQLAlchemyError) as exc:
                 if conflicts < LOCK_CONFLICT_RETRIES and is_lock_conflict(exc):
                     conflicts += 1
@@ -145,36 +171,34 @@ class Database:
                 raise translate(self.backend, exc) from exc
 
     async def on_driver(self, body: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``body`` on the driver's own connection (asyncpg, aiosqlite) from the pool.
+        """Run ``body`` on the driver's own connection (asyncpg, aiosqlite).
 
         Only the hot paths do this: their few statements cost less than
-        SQLAlchemy's cursor layer around them. ``body`` ends any transaction it
+        SQLAlchemy's cursor layer around them. The connection comes from the
+        ones this store keeps checked out for the hot path (see :meth:`_take`),
+        so a call pays no pool checkout. ``body`` ends any transaction it
         starts; after a driver failure the connection is discarded, since its
         state is not known.
         """
         await self.open()
-        conflicts = stale = 0
+        conflicts = 0
         while True:
             lost = False
             try:
-                async with self.engine.connect() as conn:
-                    raw = await conn.get_raw_connection()
-                    driver: Any = raw.driver_connection
-                    if self.postgres and driver.is_closed() and stale < STALE_CHECKOUTS:
-                        # Closed while pooled (an engine without our checkout
-                        # check): nothing was sent on it, take another.
-                        stale += 1
-                        await conn.invalidate()
-                        continue
-                    try:
-                        return await body(driver)
-                    except StoreError:
-                        raise  # a refusal of ours; body has ended its transaction
-                    except BaseException:
-                        lost = self.postgres and driver.is_closed()
-                        with anyio.CancelScope(shield=True):
-                            await quietly(conn.invalidate())
-                        raise
+                conn, driver = await self._take()
+                try:
+                    result = await body(driver)
+                except StoreError:
+                    await self._give_back(conn, driver)
+                    raise  # a refusal of ours; body has ended its transaction
+                except BaseException:
+                    lost = self.postgres and driver.is_closed()
+                    with anyio.CancelScope(shield=True):
+                        await quietly(conn.invalidate())
+                        await quietly(conn.close())
+                    raise
+                await self._give_back(conn, driver)
+                return result
             except StoreError:
                 raise
             except self._driver_errors as exc:
@@ -185,6 +209,45 @@ class Database:
                 if lost:
                     raise unavailable(self.backend, exc) from exc
                 raise translate(self.backend, exc) from exc
+
+    async def _take(self) -> tuple[AsyncConnection, Any]:
+        """A kept connection and its driver connection, else one checked out of the pool.
+
+        A kept asyncpg connection whose server side has gone (asyncpg sees the
+        socket close while it is idle) is discarded, as the pool's checkout
+        check would; nothing was sent on it.
+        """
+        for _ in range(STALE_CHECKOUTS):
+            if not self._kept:
+                break
+            conn, driver = self._kept.pop()
+            if not (self.postgres and driver.is_closed()):
+                return conn, driver
+            with anyio.CancelScope(shield=True):
+                await quietly(conn.invalidate())
+                await quietly(conn.close())
+        conn = await self.engine.connect()
+        try:
+            raw = await conn.get_raw_connection()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await quietly(conn.close())
+            raise
+        return conn, raw.driver_connection
+
+    async def _give_back(self, conn: AsyncConnection, driver: Any) -> None:
+        """Keep the connection for the next hot-path call, up to :attr:`keep`; else pool it."""
+        if len(self._kept) < self.keep:
+            self._kept.append((conn, driver))
+            return
+        with anyio.CancelScope(shield=True):
+            await conn.close()
+
+    async def release(self) -> None:
+        """Return every kept connection to the pool (before the engine is disposed)."""
+        kept, self._kept = self._kept, []
+        for conn, _ in kept:
+            await quietly(conn.close())
 
     async def notify(self, conn: AsyncConnection, key: str, stream_id: str) -> None:
         """Wake PostgreSQL listeners of this stream once the transaction commits."""

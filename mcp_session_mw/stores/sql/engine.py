@@ -30,9 +30,12 @@ if TYPE_CHECKING:
 
 DEFAULT_POOL_SIZE = 5
 DEFAULT_MAX_OVERFLOW = 5
-DEFAULT_BUSY_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = 10.0
+"""Seconds one wait on the database may last before the call raises StoreUnavailableError:
+a pool checkout, a connect, one statement (PostgreSQL, MySQL/MariaDB)."""
+DEFAULT_BUSY_TIMEOUT = DEFAULT_TIMEOUT
 """Seconds a SQLite writer waits for the write lock before giving up."""
-DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_CONNECT_TIMEOUT = DEFAULT_TIMEOUT
 MAX_PREFIX_LENGTH = 40
 
 # Messages tests assert on.
@@ -47,6 +50,7 @@ SQLITE_IN_MEMORY = (
     "give a file path, or use memory:// for an in-process store"
 )
 BAD_POLL_INTERVAL = "poll_interval must be a positive number of seconds"
+BAD_TIMEOUT = "{name} must be a positive number of seconds, not {value!r}"
 
 # Bare schemes pick the default async driver.
 DEFAULT_DRIVER = {
@@ -113,12 +117,32 @@ def check_options(table_prefix: str, poll_interval: float) -> None:
         raise ConfigurationError(BAD_POLL_INTERVAL)
 
 
+def check_timeout(timeout: float, name: str = "timeout") -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ConfigurationError(BAD_TIMEOUT.format(name=name, value=timeout))
+
+
 def build_engine(
-    parsed: URL, *, pool_size: int, busy_timeout: float, engine_options: dict[str, Any]
+    parsed: URL,
+    *,
+    pool_size: int,
+    busy_timeout: float,
+    timeout: float = DEFAULT_TIMEOUT,
+    engine_options: dict[str, Any],
 ) -> AsyncEngine:
-    """The engine :meth:`SQLStore.from_url` builds (and later disposes) for ``parsed``."""
+    """The engine :meth:`SQLStore.from_url` builds (and later disposes) for ``parsed``.
+
+    ``timeout`` bounds every wait on the server: the pool checkout
+    (``pool_timeout``), the connect, and each statement (asyncpg's
+    ``command_timeout``, asyncmy's ``read_timeout``); SQLite's waits are
+    ``busy_timeout``. A wait that runs out is an outage (StoreUnavailableError).
+    """
+    check_timeout(timeout)
+    check_timeout(busy_timeout, "busy_timeout")
     backend = parsed.get_backend_name()
+    driver = parsed.get_driver_name()
     options = dict(engine_options)
+    options.setdefault("pool_timeout", timeout)
     # No ping per checkout (up to three round trips on asyncpg): a dead pooled
     # connection is noticed at checkout without one (asyncpg, see
     # drop_closed_asyncpg) or by its first statement, and Database.transact runs
@@ -142,9 +166,13 @@ def build_engine(
             raise ConfigurationError(SQLITE_IN_MEMORY)
         connect_args.setdefault("timeout", busy_timeout)  # sqlite3's busy handler
     elif backend == "postgresql":
-        connect_args.setdefault("timeout", DEFAULT_CONNECT_TIMEOUT)
+        connect_args.setdefault("timeout", timeout)
+        connect_args.setdefault("command_timeout", timeout)
     else:
         options.setdefault("isolation_level", "READ COMMITTED")
+        connect_args.setdefault("connect_timeout", timeout)
+        if driver == "asyncmy":  # aiomysql has no read timeout
+            connect_args.setdefault("read_timeout", timeout)
     options["connect_args"] = connect_args
     try:
         engine = create_async_engine(parsed, **options)

@@ -22,6 +22,7 @@ from .database import Database
 from .engine import (
     DEFAULT_BUSY_TIMEOUT,
     DEFAULT_POOL_SIZE,
+    DEFAULT_TIMEOUT,
     SCHEMES,
     build_engine,
     check_options,
@@ -122,6 +123,7 @@ class SQLStore(Store):
         pool_size: int = DEFAULT_POOL_SIZE,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        timeout: float = DEFAULT_TIMEOUT,
         **engine_options: Any,
     ) -> SQLStore:
         """A store for ``url``; ``engine_options`` go to ``create_async_engine``.
@@ -130,7 +132,10 @@ class SQLStore(Store):
         and ``mariadb://`` pick aiosqlite, asyncpg and asyncmy. With ``engine``
         the URL only chose this class: the caller's engine is used as it is and
         never disposed. ``busy_timeout`` (SQLite) is how long a writer waits for
-        the write lock held by another connection or process.
+        the write lock held by another connection or process. ``timeout``
+        (PostgreSQL, MySQL/MariaDB) bounds each wait on the server: a pool
+        checkout, a connect, one statement; the pool checkout on SQLite too.
+        A wait that runs out raises StoreUnavailableError (503 on the wire).
         """
         parsed = parse_url(url)
         check_options(table_prefix, poll_interval)
@@ -139,7 +144,11 @@ class SQLStore(Store):
                 engine, table_prefix=table_prefix, secret=secret, poll_interval=poll_interval
             )
         new_engine = build_engine(
-            parsed, pool_size=pool_size, busy_timeout=busy_timeout, engine_options=engine_options
+            parsed,
+            pool_size=pool_size,
+            busy_timeout=busy_timeout,
+            timeout=timeout,
+            engine_options=engine_options,
         )
         return cls(
             new_engine,
@@ -163,6 +172,7 @@ class SQLStore(Store):
         """Close the follower (and its listener) and, when this store built the engine, its
         connections."""
         await self.follower.close()
+        await self._db.release()
         self._db.opened = False
         if self._dispose_engine:
             await self._engine.dispose()
@@ -170,6 +180,7 @@ class SQLStore(Store):
     async def drop_schema(self) -> None:
         """Drop this prefix's tables and everything in them (tests, uninstall)."""
         t = self._db.t
+        await self._db.release()
         await self._db.transact(self._engine, lambda conn: drop_schema(conn, t), write=True)
         self._db.opened = False
 
@@ -237,6 +248,15 @@ class SQLStore(Store):
         if stored is not None:
             return stored
         return await super().update_meta(session_id, change)
+
+    async def _record_streams_in_meta(
+        self, session_id: str, new: list[str], keep: int
+    ) -> list[str]:
+        """One transaction on the driver's connection where the hot path has one."""
+        dropped = await self._hot.record_streams(self.key(session_id), new, keep, self.now())
+        if dropped is None:
+            return await super()._record_streams_in_meta(session_id, new, keep)
+        return dropped
 
     # -- streams and events -----------------------------------------------------------
 
