@@ -25,8 +25,21 @@ UNAVAILABLE_MESSAGE = "Redis is unreachable"
 FAILED_MESSAGE = "Redis command failed"
 WAKE_AFTER_DELETE_MS = 10_000
 """How long the wake stream outlives a deleted session (long enough for blocked readers)."""
-DEFAULT_RETRIES = 2
-"""Retries per command on a connection error; redis-py's own default waits seconds."""
+DEFAULT_SOCKET_TIMEOUT = 5.0
+"""Seconds a command waits for its reply before the store raises StoreUnavailableError."""
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection (TCP, TLS, AUTH) before the store raises StoreUnavailableError."""
+DEFAULT_RETRIES = 0
+"""Commands re-sent after a connection error or timeout: none.
+
+A reply lost on the way does not say whether the command ran, and the stream
+write and the insert must not run twice, so a lost reply is reported as
+StoreUnavailableError (503, ``Retry-After``) and the client retries the request.
+A connection the server closed while idle is replaced before use by redis-py's
+pool, so an idle restart of Redis costs no failed request.
+"""
+NOT_SERVING = frozenset(("LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN"))
+"""Error codes of a server that is up but not serving now: StoreUnavailableError."""
 
 
 def import_redis() -> Any:
@@ -51,15 +64,17 @@ class Guard:
     A plain class rather than a generator context manager: it wraps every command.
     """
 
-    __slots__ = ("_driver", "_unavailable")
+    __slots__ = ("_driver", "_refused", "_unavailable")
 
     def __init__(
         self,
         unavailable: tuple[type[BaseException], ...],
         driver: tuple[type[BaseException], ...],
+        refused: type[BaseException],
     ) -> None:
         self._unavailable = unavailable
         self._driver = driver
+        self._refused = refused
 
     def __enter__(self) -> None:
         return None
@@ -72,10 +87,18 @@ class Guard:
     ) -> None:
         if exc is None or isinstance(exc, SessionMiddlewareError):
             return
-        if isinstance(exc, self._unavailable):
+        if isinstance(exc, self._unavailable) or (
+            isinstance(exc, self._refused) and not_serving(exc)
+        ):
             raise StoreUnavailableError(f"{UNAVAILABLE_MESSAGE}: {exc}") from exc
         if isinstance(exc, self._driver):
             raise StoreError(f"{FAILED_MESSAGE}: {exc}") from exc
+
+
+def not_serving(exc: BaseException) -> bool:
+    """Whether a Redis error reply says "not serving now" (see :data:`NOT_SERVING`)."""
+    code = getattr(exc, "status_code", None) or str(exc).partition(" ")[0]
+    return code in NOT_SERVING
 
 
 class RedisBase(Store):
@@ -121,7 +144,9 @@ class RedisBase(Store):
             redis_exceptions.RedisError,
             redis_exceptions.RedisClusterException,
         )
-        self._guard = Guard(self._unavailable_errors, self._driver_errors)
+        self._guard = Guard(
+            self._unavailable_errors, self._driver_errors, redis_exceptions.ResponseError
+        )
         self._url = url
         self._client_options = client_options
         self._owns_client = client is None
@@ -150,9 +175,11 @@ class RedisBase(Store):
         options = dict(self._client_options)
         if "retry" not in options:
             from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
+            from redis.backoff import NoBackoff
 
-            options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), DEFAULT_RETRIES)
+            options["retry"] = Retry(NoBackoff(), DEFAULT_RETRIES)
+        options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+        options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         options.update(overrides)
         if self._cluster:
             from redis.asyncio.cluster import RedisCluster
