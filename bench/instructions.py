@@ -15,9 +15,7 @@ Variants:
 - ``mw-nometrics`` / ``mw-redis-nometrics``: with the store left untimed, as
   when neither prometheus-client nor opentelemetry-api is installed;
 - ``mw-lean``: both;
-- ``mw-redis-pool``: the Redis store with ``lane=False``, every command through
-  redis-py's connection pool;
-- ``mw-redis-held``: the same, but the session and stream scripts go over a few
+- ``mw-redis-held``: the Redis store, but the session and stream scripts go over a few
   ``redis.asyncio.Connection`` objects held in a list (redis-py's packing and
   its hiredis parser, no pool checkout): the yardstick a hand-written
   transport has to beat.
@@ -63,7 +61,6 @@ VARIANTS = (
     "mw-redis",
     "mw-redis-nocap",
     "mw-redis-nometrics",
-    "mw-redis-pool",
     "mw-redis-held",
 )
 PROTOCOL = "2025-11-25"
@@ -93,8 +90,6 @@ def build(variant: str, prefix: str) -> ASGIApp:
         options["max_streams_per_session"] = None
     store = REDIS_URL if redis else "memory://"
     store_options: dict[str, Any] = dict(app_server.store_options(store, prefix))
-    if variant in ("mw-redis-pool", "mw-redis-held"):
-        store_options["lane"] = False
     if variant == "mw-redis-held":
         from mcp_session_mw.stores.redis.connection import RedisBase
 

@@ -1,4 +1,4 @@
-"""What every part of the Redis store shares: the clients, the lane, key names, error mapping.
+"""What every part of the Redis store shares: the clients, key names, error mapping.
 
 :class:`RedisBase` is the base of the store's parts (records, index, locks,
 events); :class:`~.store.RedisStore` joins them and calls
@@ -19,7 +19,6 @@ from ...errors import (
     StoreUnavailableError,
 )
 from ..base import Store
-from .lane import WireLane
 
 UNAVAILABLE_MESSAGE = "Redis is unreachable"
 FAILED_MESSAGE = "Redis command failed"
@@ -116,7 +115,6 @@ class RedisBase(Store):
     _index: str
     _max_events: int | None
     _cluster: bool
-    _lane: WireLane | None
 
     def _set_up(
         self,
@@ -124,10 +122,9 @@ class RedisBase(Store):
         url: str | None,
         prefix: str,
         blocking_client: Any,
-        lane: bool,
         client_options: dict[str, Any],
     ) -> None:
-        """The clients (made on first use), the lane if the URL gets one, the key names."""
+        """The clients (made on first use) and the key names."""
         self._redis = import_redis()
         from redis import exceptions as redis_exceptions
 
@@ -161,12 +158,6 @@ class RedisBase(Store):
             from redis.asyncio.cluster import RedisCluster
 
             self._cluster = isinstance(client, RedisCluster)
-        # The commands every request makes skip redis-py's pool on a plain URL.
-        self._lane = (
-            WireLane.for_url(url)
-            if lane and url is not None and not client_options and not self._cluster
-            else None
-        )
 
     # -- connections -----------------------------------------------------------------
 
@@ -196,12 +187,8 @@ class RedisBase(Store):
 
     @property
     def _hot(self) -> Any:
-        """What the scripts of sessions and streams go through: the lane if there is one.
-
-        Listing, purging, the index and locks (operations, not requests) stay on
-        redis-py.
-        """
-        return self.client if self._lane is None else self._lane
+        """What the scripts of sessions and streams go through: the redis-py client."""
+        return self.client
 
     async def open(self) -> None:
         """Connect and check the server answers (StoreUnavailableError if not)."""
@@ -210,8 +197,6 @@ class RedisBase(Store):
 
     async def close(self) -> None:
         """Close the clients this store made; a caller's client is left open."""
-        if self._lane is not None:
-            self._lane.close()
         blocking, self._blocking = self._blocking, None
         if blocking is not None and self._owns_blocking:
             with contextlib.suppress(Exception):
