@@ -9,6 +9,7 @@ the test; TLS a private redis-server with a certificate the test makes.
 
 from __future__ import annotations
 
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -34,7 +35,7 @@ from mcp_session_mw.stores.redis.connection import (
 from mcp_session_mw.stores.redis.scripts import INSERT_SCRIPT, WRITE_SCRIPT
 
 from ..faultproxy import FaultProxy
-from ..redis_cluster import RedisServer, self_signed_certificate
+from ..redis_cluster import RedisCluster, RedisServer, self_signed_certificate
 from ..services import need_service
 from ..test_middleware import HEADERS, INIT, build_sdk_app, initialize, serving
 
@@ -298,3 +299,43 @@ async def test_stalled_redis_gives_the_client_503_with_retry_after(proxy: FaultP
     cleanup = RedisStore.from_url("redis://127.0.0.1:6379/0", prefix=prefix)
     await cleanup.purge()
     await cleanup.close()
+
+
+@pytest.mark.redis_cluster
+async def test_stalled_cluster_raises_unavailable() -> None:
+    """Every node of a private Cluster stopped (SIGSTOP): a bounded 503, then service again."""
+    cluster = RedisCluster()
+    cluster.start()
+    store = RedisStore.from_url(
+        cluster.url,
+        prefix=f"faults:{uuid.uuid4().hex}:",
+        socket_timeout=TIMEOUT,
+        socket_connect_timeout=TIMEOUT,
+    )
+    try:
+        await store.create("sid", record())
+        await store.open_stream("sid", stream_state())
+        for node in cluster.nodes:
+            assert node.process is not None
+            node.process.send_signal(signal.SIGSTOP)
+        try:
+            with anyio.fail_after(HANG_GUARD):
+                with pytest.raises(StoreUnavailableError):
+                    await store.load("sid")
+                with pytest.raises(StoreUnavailableError):
+                    await store.append_event("sid", "s1", "x")
+        finally:
+            for node in cluster.nodes:
+                assert node.process is not None
+                node.process.send_signal(signal.SIGCONT)
+        with anyio.fail_after(HANG_GUARD):
+            while True:  # the client may have dropped its view of the slots: it rebuilds it
+                try:
+                    loaded = await store.load("sid")
+                    break
+                except StoreUnavailableError:
+                    await anyio.sleep(0.2)
+        assert loaded is not None
+    finally:
+        await store.close()
+        cluster.stop()

@@ -134,6 +134,8 @@ class RedisBase(Store):
             redis_exceptions.ClusterDownError,
             redis_exceptions.TryAgainError,
             redis_exceptions.SlotNotCoveredError,
+            # No node answered the topology probe (named so only in newer redis-py).
+            getattr(redis_exceptions, "RedisClusterUnreachableError", OSError),
             OSError,
             TimeoutError,
         )
