@@ -16,7 +16,11 @@ Variants:
 - ``mw-nocap`` / ``mw-redis-nocap``: with ``max_streams_per_session=None``;
 - ``mw-nometrics`` / ``mw-redis-nometrics``: with the store left untimed, as
   when neither prometheus-client nor opentelemetry-api is installed;
-- ``mw-lean``: both.
+- ``mw-lean``: both;
+- ``mw-redis-held``: the Redis store, but the session and stream scripts go over a few
+  ``redis.asyncio.Connection`` objects held in a list (redis-py's packing and
+  its hiredis parser, no pool checkout): the yardstick a hand-written
+  transport has to beat.
 
 The last three say what two features cost, not configurations to run: the
 streams cap bounds what a session keeps, and the store timings are what
@@ -61,6 +65,7 @@ VARIANTS = (
     "mw-redis",
     "mw-redis-nocap",
     "mw-redis-nometrics",
+    "mw-redis-held",
     "floor-postgresql",
     "mw-postgresql",
     "mw-postgresql-nocap",
@@ -101,13 +106,46 @@ def build(variant: str, prefix: str, folder: Path) -> ASGIApp:
     options: dict[str, Any] = {}
     if variant.endswith(("-nocap", "-lean")):
         options["max_streams_per_session"] = None
+    store_options: dict[str, Any] = dict(app_server.store_options(store, prefix))
+    if variant == "mw-redis-held":
+        from mcp_session_mw.stores.redis.connection import RedisBase
+
+        held = HeldConnections(REDIS_URL)
+        RedisBase._hot = property(lambda self: held)  # type: ignore[assignment,method-assign]
     return SessionMiddleware(
         app_server.build_server().streamable_http_app(stateless_http=False),
         store=store,
-        store_options=app_server.store_options(store, prefix),
+        store_options=store_options,
         mode="rehydrate",
         **options,
     )
+
+
+class HeldConnections:
+    """redis-py connections kept in a list: a command takes one, sends, reads, gives it back."""
+
+    def __init__(self, url: str) -> None:
+        from redis.asyncio.connection import parse_url
+
+        self._options = parse_url(url)
+        self._idle: list[Any] = []
+
+    async def execute_command(self, *args: Any) -> Any:
+        from redis.asyncio.connection import Connection
+        from redis.exceptions import ResponseError
+
+        connection = self._idle.pop() if self._idle else Connection(**self._options)
+        try:
+            await connection.send_command(*args)
+            reply = await connection.read_response()
+        except ResponseError:
+            self._idle.append(connection)
+            raise
+        except BaseException:
+            await connection.disconnect()
+            raise
+        self._idle.append(connection)
+        return reply
 
 
 def http_scope(method: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from mcp_session_mw import (
     StreamState,
     create_store,
 )
-from mcp_session_mw.stores.redis import RedisStore, WireLane
+from mcp_session_mw.stores.redis import RedisStore
 from mcp_session_mw.stores.redis import events as redis_events
 from mcp_session_mw.stores.redis.scripts import INSERT_SCRIPT
 
@@ -672,110 +672,20 @@ async def test_redis_down_raises_unavailable_and_recovers_in_place(tmp_path: Pat
         server.stop()
 
 
-# -- the lane: plain connections for the commands of every request ----------------------
+# -- scripts and unreachable servers -------------------------------------------------
 
 
-def test_only_a_plain_url_gets_a_lane() -> None:
-    _need_driver()
-    lane = WireLane.for_url("redis://user:p%40ss@db.example:6380/4")
-    assert lane is not None
-    assert (lane.host, lane.port, lane.db) == ("db.example", 6380, 4)
-    assert WireLane.for_url("redis://127.0.0.1") is not None
-    for url in (
-        "rediss://127.0.0.1:6379/0",
-        "unix:///tmp/redis.sock",
-        "redis+cluster://127.0.0.1:7000",
-        "redis://127.0.0.1:6379/0?socket_timeout=1",
-        "redis://127.0.0.1:6379/name",
-    ):
-        assert WireLane.for_url(url) is None, url
-    assert RedisStore.from_url("redis://127.0.0.1:6379/0")._lane is not None
-    assert RedisStore.from_url("redis://127.0.0.1:6379/0", socket_timeout=1)._lane is None
-    assert RedisStore.from_url("redis://127.0.0.1:6379/0", lane=False)._lane is None
-
-
-async def test_the_lane_replies_as_redis_py_does(standalone_url: str) -> None:
-    lane = WireLane.for_url(standalone_url)
-    assert lane is not None
-    store = RedisStore.from_url(standalone_url)
-    key = f"test:lane:{uuid.uuid4().hex}"
-    try:
-        assert await lane.execute_command("SET", key, b"a\r\nb\0c") == b"OK"
-        assert await lane.execute_command("PING") == b"PONG"
-        commands: list[tuple[Any, ...]] = [  # those redis-py hands back unconverted
-            ("GET", key),
-            ("GET", key + ":missing"),
-            ("STRLEN", key),
-            ("EVAL", "return {1, 'two', {3}, false}", 0),
-            ("EVAL", "return redis.status_reply('FINE')", 0),
-        ]
-        for command in commands:
-            assert await lane.execute_command(*command) == await store.client.execute_command(
-                *command
-            ), command
-        with pytest.raises(redis_exceptions().ResponseError):
-            await lane.execute_command("INCR", key)  # not an integer
-        assert await lane.execute_command("GET", key) == b"a\r\nb\0c"  # the wire is still fine
-    finally:
-        await store.client.delete(key)
-        lane.close()
-        await store.close()
-
-
-async def test_the_lane_reconnects_after_its_connection_is_killed(
-    make_standalone: MakeStore,
-) -> None:
-    store = await make_standalone()
-    await store.create("a", new_record(n=1))
-    assert store._lane is not None
-    assert await store.load("a") is not None  # a lane connection, idle now
-    [connection] = store._lane._idle
-    host, port = connection._writer.get_extra_info("sockname")[:2]
-    assert await store.client.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
-    await anyio.sleep(0.05)  # the server's close reaches this process
-    record = await store.load("a")
-    assert record is not None
-    assert record.state == {"n": 1}
-
-
-async def test_a_cancelled_command_leaves_no_reply_for_the_next(standalone_url: str) -> None:
-    lane = WireLane.for_url(standalone_url)
-    assert lane is not None
-    try:
-        with anyio.move_on_after(0.1):
-            await lane.execute_command("BLPOP", f"test:lane:{uuid.uuid4().hex}", 1)
-        assert await lane.execute_command("PING") == b"PONG"
-        assert await lane.execute_command("ECHO", "mine") == b"mine"
-    finally:
-        lane.close()
-
-
-async def test_the_lane_reloads_a_script_the_server_forgot(make_standalone: MakeStore) -> None:
+async def test_the_store_reloads_a_script_the_server_forgot(make_standalone: MakeStore) -> None:
     store = await make_standalone()
     await store.create("a", new_record(n=1))
     await store.client.execute_command("SCRIPT", "FLUSH")
-    # NOSCRIPT over the lane, then EVAL (a plain load is one HMGET, no script).
+    # NOSCRIPT, then EVAL (a plain load is one HMGET, no script).
     [event] = await store.write_stream("a", "s1", [("x", None)], open_as=stream(), finish=True)
     assert event.seq == 1
     assert await store.touch("a") is True  # another script, reloaded too
 
 
-async def test_the_lane_selects_its_database(standalone_url: str) -> None:
-    url = standalone_url.rsplit("/", 1)[0] + "/3"
-    lane = WireLane.for_url(url)
-    assert lane is not None
-    store = RedisStore.from_url(url)
-    key = f"test:lane:{uuid.uuid4().hex}"
-    try:
-        await lane.execute_command("SET", key, "in three")
-        assert await store.client.get(key) == b"in three"
-    finally:
-        await store.client.delete(key)
-        lane.close()
-        await store.close()
-
-
-async def test_a_lane_to_nothing_is_store_unavailable() -> None:
+async def test_a_store_to_nothing_is_unavailable() -> None:
     _need_driver()
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))

@@ -56,21 +56,22 @@ async def proxied_store(
     """A store reaching ``url`` through a stallable proxy; its tables dropped afterwards."""
     need_service(service)
     direct = sa.make_url(url)
-    proxy = FaultProxy(direct.host or "127.0.0.1", direct.port or 0)
-    await proxy.start(tg)
-    through = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-    prefix = f"t{uuid.uuid4().hex[:10]}_"
-    store = create_store(through, table_prefix=prefix, timeout=BOUND, **options)
-    assert isinstance(store, SQLStore)
-    try:
-        yield store, proxy
-    finally:
-        proxy.resume()
-        await store.close()
-        cleaner = create_store(url, table_prefix=prefix)
-        assert isinstance(cleaner, SQLStore)
-        await cleaner.drop_schema()
-        await cleaner.close()
+    async with FaultProxy(direct.host or "127.0.0.1", direct.port or 0) as proxy:
+        through = direct.set(host="127.0.0.1", port=proxy.port).render_as_string(
+            hide_password=False
+        )
+        prefix = f"t{uuid.uuid4().hex[:10]}_"
+        store = create_store(through, table_prefix=prefix, timeout=BOUND, **options)
+        assert isinstance(store, SQLStore)
+        try:
+            yield store, proxy
+        finally:
+            proxy.resume()
+            await store.close()
+            cleaner = create_store(url, table_prefix=prefix)
+            assert isinstance(cleaner, SQLStore)
+            await cleaner.drop_schema()
+            await cleaner.close()
 
 
 async def unavailable_in_time(call: Callable[[], Awaitable[object]]) -> StoreUnavailableError:

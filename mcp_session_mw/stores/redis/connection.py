@@ -1,4 +1,4 @@
-"""What every part of the Redis store shares: the clients, the lane, key names, error mapping.
+"""What every part of the Redis store shares: the clients, key names, error mapping.
 
 :class:`RedisBase` is the base of the store's parts (records, index, locks,
 events); :class:`~.store.RedisStore` joins them and calls
@@ -19,14 +19,26 @@ from ...errors import (
     StoreUnavailableError,
 )
 from ..base import Store
-from .lane import WireLane
 
 UNAVAILABLE_MESSAGE = "Redis is unreachable"
 FAILED_MESSAGE = "Redis command failed"
 WAKE_AFTER_DELETE_MS = 10_000
 """How long the wake stream outlives a deleted session (long enough for blocked readers)."""
-DEFAULT_RETRIES = 2
-"""Retries per command on a connection error; redis-py's own default waits seconds."""
+DEFAULT_SOCKET_TIMEOUT = 5.0
+"""Seconds a command waits for its reply before the store raises StoreUnavailableError."""
+DEFAULT_CONNECT_TIMEOUT = 5.0
+"""Seconds to open a connection (TCP, TLS, AUTH) before the store raises StoreUnavailableError."""
+DEFAULT_RETRIES = 0
+"""Commands re-sent after a connection error or timeout: none.
+
+A reply lost on the way does not say whether the command ran, and the stream
+write and the insert must not run twice, so a lost reply is reported as
+StoreUnavailableError (503, ``Retry-After``) and the client retries the request.
+A connection the server closed while idle is replaced before use by redis-py's
+pool, so an idle restart of Redis costs no failed request.
+"""
+NOT_SERVING = frozenset(("LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN"))
+"""Error codes of a server that is up but not serving now: StoreUnavailableError."""
 
 
 def import_redis() -> Any:
@@ -51,15 +63,17 @@ class Guard:
     A plain class rather than a generator context manager: it wraps every command.
     """
 
-    __slots__ = ("_driver", "_unavailable")
+    __slots__ = ("_driver", "_refused", "_unavailable")
 
     def __init__(
         self,
         unavailable: tuple[type[BaseException], ...],
         driver: tuple[type[BaseException], ...],
+        refused: type[BaseException],
     ) -> None:
         self._unavailable = unavailable
         self._driver = driver
+        self._refused = refused
 
     def __enter__(self) -> None:
         return None
@@ -72,10 +86,18 @@ class Guard:
     ) -> None:
         if exc is None or isinstance(exc, SessionMiddlewareError):
             return
-        if isinstance(exc, self._unavailable):
+        if isinstance(exc, self._unavailable) or (
+            isinstance(exc, self._refused) and not_serving(exc)
+        ):
             raise StoreUnavailableError(f"{UNAVAILABLE_MESSAGE}: {exc}") from exc
         if isinstance(exc, self._driver):
             raise StoreError(f"{FAILED_MESSAGE}: {exc}") from exc
+
+
+def not_serving(exc: BaseException) -> bool:
+    """Whether a Redis error reply says "not serving now" (see :data:`NOT_SERVING`)."""
+    code = getattr(exc, "status_code", None) or str(exc).partition(" ")[0]
+    return code in NOT_SERVING
 
 
 class RedisBase(Store):
@@ -93,7 +115,6 @@ class RedisBase(Store):
     _index: str
     _max_events: int | None
     _cluster: bool
-    _lane: WireLane | None
 
     def _set_up(
         self,
@@ -101,10 +122,9 @@ class RedisBase(Store):
         url: str | None,
         prefix: str,
         blocking_client: Any,
-        lane: bool,
         client_options: dict[str, Any],
     ) -> None:
-        """The clients (made on first use), the lane if the URL gets one, the key names."""
+        """The clients (made on first use) and the key names."""
         self._redis = import_redis()
         from redis import exceptions as redis_exceptions
 
@@ -114,6 +134,8 @@ class RedisBase(Store):
             redis_exceptions.ClusterDownError,
             redis_exceptions.TryAgainError,
             redis_exceptions.SlotNotCoveredError,
+            # No node answered the topology probe (named so only in newer redis-py).
+            getattr(redis_exceptions, "RedisClusterUnreachableError", OSError),
             OSError,
             TimeoutError,
         )
@@ -121,7 +143,9 @@ class RedisBase(Store):
             redis_exceptions.RedisError,
             redis_exceptions.RedisClusterException,
         )
-        self._guard = Guard(self._unavailable_errors, self._driver_errors)
+        self._guard = Guard(
+            self._unavailable_errors, self._driver_errors, redis_exceptions.ResponseError
+        )
         self._url = url
         self._client_options = client_options
         self._owns_client = client is None
@@ -136,12 +160,6 @@ class RedisBase(Store):
             from redis.asyncio.cluster import RedisCluster
 
             self._cluster = isinstance(client, RedisCluster)
-        # The commands every request makes skip redis-py's pool on a plain URL.
-        self._lane = (
-            WireLane.for_url(url)
-            if lane and url is not None and not client_options and not self._cluster
-            else None
-        )
 
     # -- connections -----------------------------------------------------------------
 
@@ -150,9 +168,11 @@ class RedisBase(Store):
         options = dict(self._client_options)
         if "retry" not in options:
             from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
+            from redis.backoff import NoBackoff
 
-            options["retry"] = Retry(ExponentialBackoff(cap=0.2, base=0.02), DEFAULT_RETRIES)
+            options["retry"] = Retry(NoBackoff(), DEFAULT_RETRIES)
+        options.setdefault("socket_timeout", DEFAULT_SOCKET_TIMEOUT)
+        options.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         options.update(overrides)
         if self._cluster:
             from redis.asyncio.cluster import RedisCluster
@@ -169,12 +189,8 @@ class RedisBase(Store):
 
     @property
     def _hot(self) -> Any:
-        """What the scripts of sessions and streams go through: the lane if there is one.
-
-        Listing, purging, the index and locks (operations, not requests) stay on
-        redis-py.
-        """
-        return self.client if self._lane is None else self._lane
+        """What the scripts of sessions and streams go through: the redis-py client."""
+        return self.client
 
     async def open(self) -> None:
         """Connect and check the server answers (StoreUnavailableError if not)."""
@@ -184,8 +200,6 @@ class RedisBase(Store):
     async def close(self) -> None:
         """Close the follower and the clients this store made; a caller's client is left open."""
         await self.follower.close()
-        if self._lane is not None:
-            self._lane.close()
         blocking, self._blocking = self._blocking, None
         if blocking is not None and self._owns_blocking:
             with contextlib.suppress(Exception):

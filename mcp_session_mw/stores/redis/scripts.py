@@ -13,9 +13,6 @@ from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 
-from .lane import WireLane
-from .resp import script_head
-
 _LUA = files(__package__ or __name__.rpartition(".")[0]).joinpath("lua")
 
 
@@ -38,12 +35,9 @@ class Script:
         body = "".join(_read(part) for part in parts)
         self.source = (_HELPERS + body) if helpers else body
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-        self._head = script_head(self.sha)
 
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:
-            if type(client) is WireLane:
-                return await client.evalsha(self._head, (len(keys), *keys, *args))
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except Exception as exc:
             from redis.exceptions import NoScriptError

@@ -65,10 +65,10 @@ class RedisStore(RedisRecords, RedisIndex, RedisLocks, RedisEventLog):
     applications or tests can share one database. ``max_events``, when set, is the
     default trim length of every event stream. ``blocking_client`` is the client for
     XREAD BLOCK; by default the store makes its own, except for a caller-owned
-    Cluster client, which is then used for blocking reads too. With ``lane`` (the
-    default) a store built from a plain ``redis://`` URL without client options
-    sends the commands every request makes over connections of its own (see
-    :mod:`.lane`); ``lane=False`` keeps them on redis-py.
+    Cluster client, which is then used for blocking reads too. Every command
+    answers or raises StoreUnavailableError within ``socket_timeout`` (default
+    :data:`~.connection.DEFAULT_SOCKET_TIMEOUT`), and none is re-sent after a
+    lost reply (see :data:`~.connection.DEFAULT_RETRIES`).
     """
 
     schemes: ClassVar[tuple[str, ...]] = (
@@ -89,7 +89,6 @@ class RedisStore(RedisRecords, RedisIndex, RedisLocks, RedisEventLog):
         secret: str | bytes | None = None,
         max_events: int | None = None,
         blocking_client: Any = None,
-        lane: bool = True,
         **client_options: Any,
     ) -> None:
         super().__init__(secret=secret)
@@ -101,7 +100,7 @@ class RedisStore(RedisRecords, RedisIndex, RedisLocks, RedisEventLog):
             not isinstance(max_events, int) or isinstance(max_events, bool) or max_events < 1
         ):
             raise ConfigurationError(BAD_MAX_EVENTS)
-        self._set_up(client, url, prefix, blocking_client, lane, client_options)
+        self._set_up(client, url, prefix, blocking_client, client_options)
         self._max_events = max_events
 
     @classmethod
@@ -113,7 +112,6 @@ class RedisStore(RedisRecords, RedisIndex, RedisLocks, RedisEventLog):
         secret: str | bytes | None = None,
         client: Any = None,
         max_events: int | None = None,
-        lane: bool = True,
         **client_options: Any,
     ) -> RedisStore:
         """The store a URL names; ``client_options`` go to redis-py's ``from_url``.
@@ -131,6 +129,5 @@ class RedisStore(RedisRecords, RedisIndex, RedisLocks, RedisEventLog):
             prefix=prefix,
             secret=secret,
             max_events=max_events,
-            lane=lane,
             **client_options,
         )
