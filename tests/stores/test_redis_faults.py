@@ -230,7 +230,15 @@ async def test_acl_user_authenticates_and_a_wrong_password_is_refused() -> None:
     prefix = f"faults:{name}:"
     admin = RedisStore.from_url("redis://127.0.0.1:6379/0", prefix=prefix)
     await admin.client.execute_command(
-        "ACL", "SETUSER", name, "on", ">s3cret", f"~{prefix}*", "+@all"
+        # Keys and the follower's channel (<prefix>follow) under the store's prefix only.
+        "ACL",
+        "SETUSER",
+        name,
+        "on",
+        ">s3cret",
+        f"~{prefix}*",
+        f"&{prefix}*",
+        "+@all",
     )
     user = RedisStore.from_url(f"redis://{name}:s3cret@127.0.0.1:6379/0", prefix=prefix)
     wrong = RedisStore.from_url(f"redis://{name}:wrong@127.0.0.1:6379/0", prefix=prefix)
