@@ -32,6 +32,14 @@ class DelegatingStore(Store):
     def backend(self) -> Store:
         return self._backend
 
+    @property
+    def finished_stream_ttl(self) -> float | None:
+        return self._backend.finished_stream_ttl
+
+    @finished_stream_ttl.setter
+    def finished_stream_ttl(self, value: float | None) -> None:
+        self._backend.finished_stream_ttl = value
+
     def now(self) -> float:
         return self._backend.now()
 
