@@ -598,8 +598,16 @@ class SessionMiddleware:
                     # event of its response, or OPEN_DELAY (plus a TICK) after its start.
                     await anyio.sleep(3 * OPEN_DELAY)
                     state = await self.store.load_stream(session_id, position[0])
-                if position is not None and state is None and was_evicted(record.meta, position[0]):
-                    # Removed by max_streams_per_session: its events are lost, as a trimmed one's.
+                if (
+                    position is not None
+                    and state is None
+                    and (
+                        was_evicted(record.meta, position[0])
+                        or await self.store.stream_expired(session_id, position[0])
+                    )
+                ):
+                    # Removed by max_streams_per_session or finished_stream_ttl: its
+                    # events are lost, as a trimmed one's.
                     await answer_events_lost(send, session_id)
                     return
                 if position is None or state is None:

@@ -316,6 +316,18 @@ class Store(abc.ABC):
 
     # -- events: public API ------------------------------------------------------
 
+    async def stream_expired(self, session_id: str, stream_id: str) -> bool:
+        """True if the session had this stream and ``finished_stream_ttl`` removed it.
+
+        Only asked after :meth:`load_stream` found nothing, so that such a resume
+        gets the "events lost" error, not an unknown id's. False where the store
+        keeps no trace of expired streams.
+        """
+        return await self._stream_expired(self.key(session_id), stream_id)
+
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        return False
+
     async def open_stream(self, session_id: str, state: StreamState) -> StreamState:
         """Create the stream, or take it over (new owner, lease, request id) keeping its events.
 

@@ -91,6 +91,9 @@ class DelegatingStore(Store):
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         return await self._backend._load_stream(key, stream_id)
 
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        return await self._backend._stream_expired(key, stream_id)
+
     async def _list_streams(self, key: str) -> list[StreamState]:
         return await self._backend._list_streams(key)
 

@@ -859,3 +859,9 @@ async def test_finished_streams_expire_after_the_window_unfinished_ones_do_not(
     # Gone when the window ends: read as never there.
     await store.client.delete(f"{base}:fz:short")
     assert await store.load_stream("x", "short") is None
+    # ... and told apart from an unknown or deleted one, so its resume gets -32002.
+    assert await store.stream_expired("x", "short")
+    assert not await store.stream_expired("x", "never")
+    assert not await store.stream_expired("x", "open")
+    await store.delete_stream("x", "long")
+    assert not await store.stream_expired("x", "long")

@@ -180,6 +180,12 @@ class RedisEventLog(RedisBase):
             removed = await DELETE_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
         return int(removed)
 
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        """The session's stream set keeps an id until the stream is deleted or capped."""
+        with self._guard:
+            member = await self.client.sismember(f"{self._base(key)}:streams", stream_id)
+        return bool(member) and await self._load_stream(key, stream_id) is None
+
     async def _list_streams(self, key: str) -> list[StreamState]:
         with self._guard:
             members = await self.client.smembers(f"{self._base(key)}:streams")
