@@ -100,13 +100,13 @@ class Store(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()
     poll_interval: float = DEFAULT_POLL_INTERVAL
     records_streams_natively: bool = False
-    finished_stream_ttl: float | None = None
-    """Seconds a finished stream (its state and events) is kept after its final event,
-    then removed by the store's own expiry (Redis; the other stores keep it as long as
-    its session for now); None keeps it as long as its session. The middleware sets
-    it (``finished_stream_ttl``)."""
     """True for a backend with its own :meth:`_record_streams`, which keeps the list
     outside the session record; otherwise :meth:`record_streams` keeps it in ``meta``."""
+    finished_stream_ttl: float | None = None
+    """Seconds a finished stream (its state and events) is kept after its final event,
+    then removed by the store's own expiry (Redis) or the janitor's sweep (memory; the
+    SQL stores keep it as long as its session for now); None keeps it as long as its
+    session. The middleware sets it (``finished_stream_ttl``)."""
 
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         if isinstance(secret, str):
