@@ -135,6 +135,8 @@ DEFAULT_APP_SESSION_IDLE_TIMEOUT = 300.0
 APP_FULL = 503
 """The status of an app that holds all the sessions it may (the SDK's "Too many open sessions")."""
 DEFAULT_INITIALIZE_TTL = 60.0
+DEFAULT_FINISHED_STREAM_TTL = 60.0
+"""Seconds a finished stream stays resumable: the SDK clients retry within a few seconds."""
 DEFAULT_MAX_HEADER_SIZE = 8 * 1024
 DEFAULT_SESSION_COUNT_INTERVAL = 5.0
 DEFAULT_CLEANUP_INTERVAL = 300.0
@@ -181,6 +183,7 @@ class SessionMiddleware:
         max_events_per_stream: int | None = 50_000,
         max_streams_per_session: int | None = 100,
         max_stream_seconds: float | None = None,
+        finished_stream_ttl: float | None = DEFAULT_FINISHED_STREAM_TTL,
         initialize_ttl: float | None = DEFAULT_INITIALIZE_TTL,
         max_sessions: int | None = None,
         max_sessions_per_principal: int | None = None,
@@ -214,6 +217,12 @@ class SessionMiddleware:
             raise ConfigurationError("max_streams_per_session must be positive (or None)")
         if max_stream_seconds is not None and not max_stream_seconds > 0:
             raise ConfigurationError("max_stream_seconds must be positive (or None)")
+        if finished_stream_ttl is not None and (
+            isinstance(finished_stream_ttl, bool)
+            or not isinstance(finished_stream_ttl, (int, float))
+            or not finished_stream_ttl > 0
+        ):
+            raise ConfigurationError("finished_stream_ttl must be positive seconds (or None)")
         if path is not None and not path.startswith("/"):
             raise ConfigurationError("path must start with '/' (or be None for every path)")
         if initialize_ttl is not None and not initialize_ttl > 0:
@@ -242,6 +251,9 @@ class SessionMiddleware:
             from .encryption import EncryptedStore  # cryptography is an optional extra
 
             self.store = EncryptedStore(self.store, encryption_keys)
+        self.store.finished_stream_ttl = (
+            None if finished_stream_ttl is None else float(finished_stream_ttl)
+        )
         metrics.instrument(self.store)  # store timings and spans, when those extras are installed
         self.ttl = float(ttl)
         self.touch_interval = (
@@ -599,8 +611,16 @@ class SessionMiddleware:
                     # event of its response, or OPEN_DELAY (plus a TICK) after its start.
                     await anyio.sleep(3 * OPEN_DELAY)
                     state = await self.store.load_stream(session_id, position[0])
-                if position is not None and state is None and was_evicted(record.meta, position[0]):
-                    # Removed by max_streams_per_session: its events are lost, as a trimmed one's.
+                if (
+                    position is not None
+                    and state is None
+                    and (
+                        was_evicted(record.meta, position[0])
+                        or await self.store.stream_expired(session_id, position[0])
+                    )
+                ):
+                    # Removed by max_streams_per_session or finished_stream_ttl: its
+                    # events are lost, as a trimmed one's.
                     await answer_events_lost(send, session_id)
                     return
                 if position is None or state is None:

@@ -108,6 +108,7 @@ class SessionSettings(BaseSettings):
     max_events_per_stream: int | None = _default("max_events_per_stream")
     max_streams_per_session: int | None = _default("max_streams_per_session")
     max_stream_seconds: float | None = _default("max_stream_seconds")
+    finished_stream_ttl: float | None = _default("finished_stream_ttl")
     initialize_ttl: float | None = _default("initialize_ttl")
     max_sessions: int | None = _default("max_sessions")
     max_sessions_per_principal: int | None = _default("max_sessions_per_principal")

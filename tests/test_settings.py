@@ -225,3 +225,16 @@ def test_middleware_works_without_pydantic_settings(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "pip install 'mcp-session-mw[settings]'" in done.stdout
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "soon", True])
+def test_finished_stream_ttl_must_be_positive(value: object) -> None:
+    with pytest.raises(ConfigurationError, match="finished_stream_ttl must be positive"):
+        SessionMiddleware(app, store="memory://", finished_stream_ttl=value)  # type: ignore[arg-type]
+
+
+def test_finished_stream_ttl_reaches_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MCP_SESSION_FINISHED_STREAM_TTL", "7.5")
+    middleware = SessionMiddleware.from_settings(app, store="memory://")
+    assert middleware.store.finished_stream_ttl == 7.5
+    assert SessionMiddleware(app, store="memory://").store.finished_stream_ttl == 60.0

@@ -828,6 +828,25 @@ async def test_a_trimmed_resume_position_is_answered_with_events_lost() -> None:
     assert [f.message for f in primed] == [error]
 
 
+async def test_a_resume_after_the_replay_window_is_answered_with_events_lost() -> None:
+    async with serving(finished_stream_ttl=0.001) as server, bounded() as tg:
+        session_id = await initialize(server)
+        frames = await (await post(tg, server, session_id, stream_call(9, 2))).rest()
+        stream_id = frames[0].stream
+        await anyio.sleep(0.05)  # well past the window: the next sweep removes the stream
+        await server.store.cleanup_expired()
+        gone = await server.store.load_stream(session_id, stream_id)
+        lost = await (await get(tg, server, session_id, [f"{stream_id}.1"])).rest()
+    assert progress_of(frames) == [1, 2]
+    assert gone is None
+    error = {
+        "jsonrpc": "2.0",
+        "id": None,
+        "error": {"code": EVENTS_LOST, "message": MSG_EVENTS_LOST},
+    }
+    assert [f.message for f in lost] == [error]
+
+
 async def test_a_stream_whose_producer_stopped_ends_with_an_error_for_its_request() -> None:
     async with serving(stream_lease=10) as server, bounded() as tg:
         session_id = await initialize(server)

@@ -103,6 +103,11 @@ class Store(abc.ABC):
     records_streams_natively: bool = False
     """True for a backend with its own :meth:`_record_streams`, which keeps the list
     outside the session record; otherwise :meth:`record_streams` keeps it in ``meta``."""
+    finished_stream_ttl: float | None = None
+    """Seconds a finished stream (its state and events) is kept after its final event,
+    then removed by the store's own expiry (Redis) or the janitor's sweep (memory; the
+    SQL stores keep it as long as its session for now); None keeps it as long as its
+    session. The middleware sets it (``finished_stream_ttl``)."""
 
     def __init__(self, *, secret: str | bytes | None = None) -> None:
         if isinstance(secret, str):
@@ -312,6 +317,18 @@ class Store(abc.ABC):
         return await self._unlock(name, self._lock_owner, self.now())
 
     # -- events: public API ------------------------------------------------------
+
+    async def stream_expired(self, session_id: str, stream_id: str) -> bool:
+        """True if the session had this stream and ``finished_stream_ttl`` removed it.
+
+        Only asked after :meth:`load_stream` found nothing, so that such a resume
+        gets the "events lost" error, not an unknown id's. False where the store
+        keeps no trace of expired streams.
+        """
+        return await self._stream_expired(self.key(session_id), stream_id)
+
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        return False
 
     async def open_stream(self, session_id: str, state: StreamState) -> StreamState:
         """Create the stream, or take it over (new owner, lease, request id) keeping its events.

@@ -38,6 +38,14 @@ class DelegatingStore(Store):
         """The backend's: the live wait is the backend's own."""
         return self._backend.follower
 
+    @property
+    def finished_stream_ttl(self) -> float | None:
+        return self._backend.finished_stream_ttl
+
+    @finished_stream_ttl.setter
+    def finished_stream_ttl(self, value: float | None) -> None:
+        self._backend.finished_stream_ttl = value
+
     def now(self) -> float:
         return self._backend.now()
 
@@ -88,6 +96,9 @@ class DelegatingStore(Store):
 
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
         return await self._backend._load_stream(key, stream_id)
+
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        return await self._backend._stream_expired(key, stream_id)
 
     async def _list_streams(self, key: str) -> list[StreamState]:
         return await self._backend._list_streams(key)

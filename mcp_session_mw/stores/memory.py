@@ -15,6 +15,7 @@ from .base import Store
 class _Stream:
     state: StreamState
     events: list[StoredEvent] = field(default_factory=list)
+    finished_at: float | None = None  # when it was marked done; the janitor's replay window
 
 
 class MemoryStore(Store):
@@ -37,6 +38,8 @@ class MemoryStore(Store):
         """Lock name -> (owner, lease end)."""
         self._noted: dict[str, dict[str, None]] = {}
         """Session key -> the streams :meth:`record_streams` noted, oldest first."""
+        self._expired: dict[str, set[str]] = {}
+        """Session key -> the finished streams the janitor removed (``finished_stream_ttl``)."""
 
     def _live(self, key: str, now: float) -> SessionRecord | None:
         record = self._records.get(key)
@@ -82,6 +85,7 @@ class MemoryStore(Store):
             index = bisect.bisect_left(self._sorted_keys, key)
             del self._sorted_keys[index]
         self._noted.pop(key, None)
+        self._expired.pop(key, None)
         for stream_id in self._streams.pop(key, {}):
             self.follower.wake((key, stream_id))
         return existed
@@ -107,7 +111,17 @@ class MemoryStore(Store):
         expired = [key for key, record in self._records.items() if record.is_expired(now)]
         for key in expired:
             self._forget(key)
+        window = self.finished_stream_ttl
+        if window is not None:
+            for key, streams in self._streams.items():
+                for stream_id, stream in list(streams.items()):
+                    if stream.finished_at is not None and stream.finished_at + window <= now:
+                        del streams[stream_id]
+                        self._expired.setdefault(key, set()).add(stream_id)
         return len(expired)
+
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        return stream_id in self._expired.get(key, ()) and self._live(key, self.now()) is not None
 
     async def _try_lock(self, name: str, owner: str, now: float, ttl: float) -> bool:
         held = self._locks.get(name)
@@ -154,6 +168,7 @@ class MemoryStore(Store):
             last_seq=existing.state.last_seq,
             done=False,
         )
+        existing.finished_at = None
         self.follower.wake((key, state.stream_id))
         return existing.state
 
@@ -186,7 +201,7 @@ class MemoryStore(Store):
             last_seq=len(stored),
             done=finish,
         )
-        streams[stream_id] = _Stream(state, kept)
+        streams[stream_id] = _Stream(state, kept, finished_at=self.now() if finish else None)
         return stored
 
     async def _load_stream(self, key: str, stream_id: str) -> StreamState | None:
@@ -207,6 +222,7 @@ class MemoryStore(Store):
     async def _finish_stream(self, key: str, stream_id: str) -> None:
         stream = self._stream(key, stream_id)
         stream.state = replace(stream.state, done=True)
+        stream.finished_at = self.now()
         self.follower.wake((key, stream_id))
 
     async def _append_event(

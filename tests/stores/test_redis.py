@@ -704,3 +704,74 @@ def redis_exceptions() -> Any:
     from redis import exceptions
 
     return exceptions
+
+
+# -- finished streams: packed, and kept for the replay window ------------------------------
+
+
+async def _stream_keys(store: RedisStore, session_id: str) -> list[str]:
+    base = store.key(session_id)
+    return [n.partition("}")[2] for n in await _keys(store) if base in n]
+
+
+async def test_a_finished_short_stream_is_one_packed_key(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("x", new_record())
+    await store.write_stream("x", "s1", [("answer", "message")], open_as=stream(), finish=True)
+    assert sorted(await _stream_keys(store, "x")) == ["", ":fz:s1", ":streams"]
+    state = await store.load_stream("x", "s1")
+    assert state is not None
+    assert (state.done, state.last_seq, state.request_id) == (True, 1, 1)
+    [event] = await store.read_events("x", "s1", 0, 10)
+    assert (event.seq, event.data, event.event) == (1, "answer", "message")
+    assert await store.read_events("x", "s1", 1, 10) == []
+    # Reopened (a takeover) it is a state hash and a Redis Stream again, events kept.
+    await store.open_stream("x", stream())
+    assert ":fz:s1" not in await _stream_keys(store, "x")
+    await store.append_event("x", "s1", "more")
+    assert [e.data for e in await store.read_events("x", "s1", 0, 10)] == ["answer", "more"]
+    await store.delete_stream("x", "s1")
+    assert sorted(await _stream_keys(store, "x")) == ["", ":wake"]
+
+
+async def test_a_long_finished_stream_stays_a_redis_stream(make_store: MakeStore) -> None:
+    store = await make_store()
+    await store.create("x", new_record())
+    items: list[tuple[str, str | None]] = [(f"e{i}", None) for i in range(20)]
+    await store.write_stream("x", "s1", items, open_as=stream(), finish=True)
+    assert ":fz:s1" not in await _stream_keys(store, "x")
+    assert len(await store.read_events("x", "s1", 0, 100)) == 20
+
+
+async def test_finished_streams_expire_after_the_window_unfinished_ones_do_not(
+    make_store: MakeStore,
+) -> None:
+    store = await make_store()
+    store.finished_stream_ttl = 5.0
+    await store.create("x", new_record(ttl=600))
+    await store.write_stream("x", "short", [("a", None)], open_as=stream("short"), finish=True)
+    long_items: list[tuple[str, str | None]] = [(f"e{i}", None) for i in range(20)]
+    await store.write_stream("x", "long", long_items, open_as=stream("long"), finish=True)
+    await store.write_stream("x", "open", [("a", None)], open_as=stream("open"))
+    base = store._base(store.key("x"))
+    ttl_ms = {
+        name: int(await store.client.pttl(f"{base}:{name}"))
+        for name in ("fz:short", "st:long", "ev:long", "st:open", "ev:open")
+    }
+    for name in ("fz:short", "st:long", "ev:long"):
+        assert 0 < ttl_ms[name] <= 5000, name
+    for name in ("st:open", "ev:open"):
+        assert ttl_ms[name] > 5000, name
+    # A touch that renews the stream keys leaves the window alone.
+    await store.touch("x", ttl=1200)
+    assert 0 < int(await store.client.pttl(f"{base}:fz:short")) <= 5000
+    assert 0 < int(await store.client.pttl(f"{base}:st:long")) <= 5000
+    # Gone when the window ends: read as never there.
+    await store.client.delete(f"{base}:fz:short")
+    assert await store.load_stream("x", "short") is None
+    # ... and told apart from an unknown or deleted one, so its resume gets -32002.
+    assert await store.stream_expired("x", "short")
+    assert not await store.stream_expired("x", "never")
+    assert not await store.stream_expired("x", "open")
+    await store.delete_stream("x", "long")
+    assert not await store.stream_expired("x", "long")

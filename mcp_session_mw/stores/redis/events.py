@@ -10,6 +10,7 @@ connection (:mod:`.follow`) and wakes the live waits of this process.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,9 +89,14 @@ class RedisEventLog(RedisBase):
             done=text(done) == "1",
         )
 
+    def _window_ms(self) -> str:
+        """The replay window of finished streams in ms, as the scripts take it."""
+        ttl = self.finished_stream_ttl
+        return "" if ttl is None else str(max(1, math.ceil(ttl * 1000)))
+
     async def _set_stream_field(self, key: str, stream_id: str, field: str, value: str) -> None:
         wake = "1" if field == "z" else "0"
-        args = [num(self.now()), stream_id, field, value, wake]
+        args = [num(self.now()), stream_id, field, value, wake, self._window_ms()]
         with self._guard:
             result = int(await SET_STREAM_FIELD_SCRIPT(self._hot, [self._base(key)], args))
         if result < 0:
@@ -154,6 +160,7 @@ class RedisEventLog(RedisBase):
             " ".join(map(str, map(len, encoded))),
             b"".join([name for name in names if name is not None]),
             " ".join(["-1" if name is None else str(len(name)) for name in names]),
+            self._window_ms(),
         ]
         with self._guard:
             last = int(await WRITE_SCRIPT(self._hot, [self._base(key)], args))
@@ -172,6 +179,12 @@ class RedisEventLog(RedisBase):
         with self._guard:
             removed = await DELETE_STREAMS_SCRIPT(self._hot, [self._base(key)], args)
         return int(removed)
+
+    async def _stream_expired(self, key: str, stream_id: str) -> bool:
+        """The session's stream set keeps an id until the stream is deleted or capped."""
+        with self._guard:
+            member = await self.client.sismember(f"{self._base(key)}:streams", stream_id)
+        return bool(member) and await self._load_stream(key, stream_id) is None
 
     async def _list_streams(self, key: str) -> list[StreamState]:
         with self._guard:

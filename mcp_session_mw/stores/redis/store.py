@@ -13,6 +13,9 @@ session lives in one hash slot and the same Lua scripts run on Redis Cluster::
     <prefix>{<digest>}:streams        set of the session's stream ids
     <prefix>{<digest>}:st:<stream>    stream state hash (r o l f n z)
     <prefix>{<digest>}:ev:<stream>    Redis Stream of events, entry id ``0-<seq>``
+    <prefix>{<digest>}:fz:<stream>    a finished short stream instead of the two keys
+                                      above: state and events in one MessagePack
+                                      string (see lua/helpers.lua, pack_finished)
     <prefix>{<digest>}:wake           Redis Stream poked when a stream is (re)opened,
                                       finished or deleted, or the session is deleted,
                                       so blocked readers wake

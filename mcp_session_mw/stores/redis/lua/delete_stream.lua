@@ -4,7 +4,8 @@
 local now = tonumber(ARGV[1])
 local was = live(KEYS[1], now)
 local st = KEYS[1] .. ':st:' .. ARGV[2]
-local existed = redis.call('DEL', st, KEYS[1] .. ':ev:' .. ARGV[2]) > 0
+local existed = redis.call('DEL', st, KEYS[1] .. ':ev:' .. ARGV[2],
+    KEYS[1] .. ':fz:' .. ARGV[2]) > 0
 redis.call('SREM', KEYS[1] .. ':streams', ARGV[2])
 if was then
   wake(KEYS[1], stream_px(KEYS[1], now))

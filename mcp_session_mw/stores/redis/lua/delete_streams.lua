@@ -3,7 +3,8 @@ local now = tonumber(ARGV[1])
 local was = live(KEYS[1], now)
 local removed = 0
 for i = 3, #ARGV do
-  local existed = redis.call('DEL', KEYS[1] .. ':st:' .. ARGV[i], KEYS[1] .. ':ev:' .. ARGV[i]) > 0
+  local existed = redis.call('DEL', KEYS[1] .. ':st:' .. ARGV[i], KEYS[1] .. ':ev:' .. ARGV[i],
+    KEYS[1] .. ':fz:' .. ARGV[i]) > 0
   redis.call('SREM', KEYS[1] .. ':streams', ARGV[i])
   if existed then removed = removed + 1 end
 end

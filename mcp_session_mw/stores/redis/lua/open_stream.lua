@@ -1,6 +1,7 @@
 -- ARGV: now, stream id, request id JSON, owner, lease. Returns {first, last} or -1.
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
+unfinish(KEYS[1], ARGV[2], now)
 local st = KEYS[1] .. ':st:' .. ARGV[2]
 local cur = redis.call('HMGET', st, 'f', 'n')
 local f = cur[1] or '1'

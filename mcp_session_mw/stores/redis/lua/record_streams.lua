@@ -17,7 +17,8 @@ local dropped = {}
 local excess = #noted - keep
 for i = 1, excess do
   local sid = noted[i]
-  redis.call('DEL', KEYS[1] .. ':st:' .. sid, KEYS[1] .. ':ev:' .. sid)
+  redis.call('DEL', KEYS[1] .. ':st:' .. sid, KEYS[1] .. ':ev:' .. sid,
+    KEYS[1] .. ':fz:' .. sid)
   redis.call('SREM', KEYS[1] .. ':streams', sid)
   dropped[i] = sid
 end

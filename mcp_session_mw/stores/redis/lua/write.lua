@@ -2,7 +2,8 @@
 -- request id JSON, owner and lease, finish ('1'/'0'), then the events packed in four
 -- arguments (a few large arguments cost the client far less than two per event): their
 -- data concatenated, the data sizes in bytes (space-separated, '' for no events), their
--- names concatenated, and the name sizes (-1 for an event without a name). Opens (or
+-- names concatenated, and the name sizes (-1 for an event without a name); last the
+-- replay window of a finished stream in ms ('' for none). Opens (or
 -- takes over) the stream if asked, appends every event as one XADD each, marks the
 -- stream done if asked: one script, so atomic, and the seqs of a batch are
 -- consecutive. Returns the last seq (the batch holds the seqs up to it), -1 (no
@@ -12,7 +13,13 @@
 local now = tonumber(ARGV[1])
 if not live(KEYS[1], now) then return -1 end
 local st = KEYS[1] .. ':st:' .. ARGV[2]
+if ARGV[4] == '1' then unfinish(KEYS[1], ARGV[2], now) end
 local cur = redis.call('HMGET', st, 'f', 'n')
+local unpacked = false
+if not cur[2] and ARGV[4] ~= '1' and unpack_finished(KEYS[1], ARGV[2], now) then
+  cur = redis.call('HMGET', st, 'f', 'n')
+  unpacked = true
+end
 local new_stream = not cur[2]
 local px = false
 if ARGV[4] == '1' then
@@ -81,4 +88,6 @@ if (ARGV[4] == '1' or ARGV[8] == '1') and not (ARGV[4] == '1' and new_stream) th
 elseif ARGV[10] ~= '' and not new_stream then
   notify(KEYS[1], ARGV[2])
 end
+-- A finished stream is packed (see pack_finished), a short one into one string.
+if ARGV[8] == '1' or unpacked then pack_finished(KEYS[1], ARGV[2], now, ARGV[13]) end
 return n
