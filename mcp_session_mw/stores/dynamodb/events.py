@@ -34,6 +34,7 @@ from .items import (
     NOTED,
     SEQ_DIGITS,
     SESSION,
+    STREAM_SK_PREFIX,
     TTL_ATTRIBUTE,
     chunk_items,
     chunk_prefix,
@@ -252,6 +253,18 @@ class EventLog:
     async def load(self, key: str, stream_id: str) -> StreamState | None:
         session, found = await self.snapshot(key, stream_id)
         return None if session is None or found is None else state_from_item(found)
+
+    async def of_session(self, key: str) -> list[StreamState]:
+        """Every stream of the live session under ``key``, ordered by stream id."""
+        session, _ = await self.snapshot(key, "")
+        if session is None:
+            return []
+        items = await self._table.query(
+            KeyConditionExpression="#k = :k AND begins_with(#s, :t)",
+            ExpressionAttributeNames={"#k": "k", "#s": "s"},
+            ExpressionAttributeValues={":k": text(key), ":t": text(STREAM_SK_PREFIX)},
+        )
+        return sorted((state_from_item(item) for item in items), key=lambda s: s.stream_id)
 
     async def positions(
         self, slots: Sequence[tuple[str, str]]

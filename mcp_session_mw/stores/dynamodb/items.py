@@ -63,8 +63,12 @@ def stream_hash(stream_id: str) -> str:
     return hashlib.sha256(stream_id.encode()).hexdigest()[:32]
 
 
+STREAM_SK_PREFIX = "t|"
+"""Sort keys of stream state items start with it."""
+
+
 def stream_sk(stream_id: str) -> str:
-    return f"t|{stream_hash(stream_id)}"
+    return f"{STREAM_SK_PREFIX}{stream_hash(stream_id)}"
 
 
 def chunk_prefix(stream_id: str) -> str:

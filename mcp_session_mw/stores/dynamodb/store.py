@@ -399,6 +399,9 @@ class DynamoDBStore(Store):
         _, opened = await self._events.write(key, state.stream_id, (), open_as=state)
         return opened
 
+    async def _list_streams(self, key: str) -> list[StreamState]:
+        return await self._events.of_session(key)
+
     async def _stream_positions(self, slots: Sequence[Slot]) -> dict[Slot, Position]:
         return await self._events.positions(slots)
 
