@@ -24,8 +24,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -80,7 +79,12 @@ from .jsonrpc import (
 )
 from .limits import PrincipalIndex, SessionCount, is_index
 from .logs import NO_SESSION, fingerprint_of, log_failure, reset_fingerprint, set_fingerprint
-from .principal import PrincipalFn, default_principal, resolve_principal
+from .options import (
+    Mode,
+    SessionOptions,
+    keywords_of,
+)
+from .principal import resolve_principal
 from .protocol import (
     DEFAULT_REVISION,
     LAST_EVENT_ID_HEADER,
@@ -124,20 +128,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_session_mw")
 
-Mode = Literal["auto", "rehydrate", "stateless"]
-MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
-
-DEFAULT_TTL = 3600.0
-DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-DEFAULT_MAX_LOCAL_SESSIONS = 1_000
-DEFAULT_APP_SESSION_IDLE_TIMEOUT = 300.0
 APP_FULL = 503
 """The status of an app that holds all the sessions it may (the SDK's "Too many open sessions")."""
-DEFAULT_INITIALIZE_TTL = 60.0
-DEFAULT_MAX_HEADER_SIZE = 8 * 1024
-DEFAULT_SESSION_COUNT_INTERVAL = 5.0
-DEFAULT_CLEANUP_INTERVAL = 300.0
-DEFAULT_SHUTDOWN_GRACE = 10.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
 REPLY_HANDOVER_TIMEOUT = 10.0
 
@@ -161,74 +153,12 @@ class SessionMiddleware:
     mount point; ``None`` for every path) are handled; the rest pass through.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        store: Store | str | None = None,
-        ttl: float = DEFAULT_TTL,
-        touch_interval: float | None = None,
-        mode: Mode = "auto",
-        path: str | None = "/mcp",
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-        max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
-        app_session_idle_timeout: float | None = DEFAULT_APP_SESSION_IDLE_TIMEOUT,
-        principal: PrincipalFn | None = default_principal,
-        store_options: Mapping[str, Any] | None = None,
-        sse_retry_ms: int | None = 1000,
-        stream_lease: float = 10.0,
-        max_events_per_stream: int | None = 50_000,
-        max_streams_per_session: int | None = 100,
-        max_stream_seconds: float | None = None,
-        initialize_ttl: float | None = DEFAULT_INITIALIZE_TTL,
-        max_sessions: int | None = None,
-        max_sessions_per_principal: int | None = None,
-        session_count_interval: float = DEFAULT_SESSION_COUNT_INTERVAL,
-        max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
-        encryption_keys: Sequence[str | bytes] | None = None,
-        cleanup_interval: float | None = DEFAULT_CLEANUP_INTERVAL,
-        shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE,
-    ) -> None:
-        if not ttl > 0:
-            raise ConfigurationError("ttl must be a positive number of seconds")
-        if touch_interval is not None and touch_interval < 0:
-            raise ConfigurationError("touch_interval must not be negative")
-        if mode not in MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        if max_body_size <= 0:
-            raise ConfigurationError("max_body_size must be a positive number of bytes")
-        if max_local_sessions <= 0:
-            raise ConfigurationError("max_local_sessions must be positive")
-        if app_session_idle_timeout is not None and not (
-            math.isfinite(app_session_idle_timeout) and app_session_idle_timeout > 0
-        ):
-            raise ConfigurationError("app_session_idle_timeout must be positive seconds (or None)")
-        if sse_retry_ms is not None and sse_retry_ms < 0:
-            raise ConfigurationError("sse_retry_ms must not be negative")
-        if not stream_lease > 0:
-            raise ConfigurationError("stream_lease must be a positive number of seconds")
-        if max_events_per_stream is not None and max_events_per_stream <= 0:
-            raise ConfigurationError("max_events_per_stream must be positive (or None)")
-        if max_streams_per_session is not None and max_streams_per_session <= 0:
-            raise ConfigurationError("max_streams_per_session must be positive (or None)")
-        if max_stream_seconds is not None and not max_stream_seconds > 0:
-            raise ConfigurationError("max_stream_seconds must be positive (or None)")
-        if path is not None and not path.startswith("/"):
-            raise ConfigurationError("path must start with '/' (or be None for every path)")
-        if initialize_ttl is not None and not initialize_ttl > 0:
-            raise ConfigurationError("initialize_ttl must be positive (or None)")
-        if max_sessions is not None and max_sessions <= 0:
-            raise ConfigurationError("max_sessions must be positive (or None)")
-        if max_sessions_per_principal is not None and max_sessions_per_principal <= 0:
-            raise ConfigurationError("max_sessions_per_principal must be positive (or None)")
-        if not session_count_interval > 0:
-            raise ConfigurationError("session_count_interval must be a positive number of seconds")
-        if max_header_size is not None and max_header_size <= 0:
-            raise ConfigurationError("max_header_size must be a positive number of bytes (or None)")
-        if cleanup_interval is not None and not cleanup_interval > 0:
-            raise ConfigurationError("cleanup_interval must be positive seconds (or None)")
-        if not (math.isfinite(shutdown_grace_seconds) and shutdown_grace_seconds >= 0):
-            raise ConfigurationError("shutdown_grace_seconds must be seconds, 0 or more")
+    @keywords_of(SessionOptions)
+    def __init__(self, app: ASGIApp, options: SessionOptions) -> None:
+        """Takes each :class:`~mcp_session_mw.options.SessionOptions` field as a keyword."""
+        self.options = options
+        store = options.store
+        store_options = options.store_options
         self.app = app
         if isinstance(store, Store):
             if store_options:
@@ -237,50 +167,54 @@ class SessionMiddleware:
         else:
             url = store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
             self.store = create_store(url, **dict(store_options or {}))
-        if encryption_keys is not None:
+        if options.encryption_keys is not None:
             from .encryption import EncryptedStore  # cryptography is an optional extra
 
-            self.store = EncryptedStore(self.store, encryption_keys)
+            self.store = EncryptedStore(self.store, options.encryption_keys)
         metrics.instrument(self.store)  # store timings and spans, when those extras are installed
-        self.ttl = float(ttl)
+        self.ttl = float(options.ttl)
         self.touch_interval = (
-            min(self.ttl / 4, 60.0) if touch_interval is None else float(touch_interval)
+            min(self.ttl / 4, 60.0)
+            if options.touch_interval is None
+            else float(options.touch_interval)
         )
-        self.mode: Mode = mode
-        self.path = None if path is None else (path.rstrip("/") or "/")
-        self.max_body_size = max_body_size
-        self.max_header_size = max_header_size
+        self.mode: Mode = options.mode
+        self.path = None if options.path is None else (options.path.rstrip("/") or "/")
+        self.max_body_size = options.max_body_size
+        self.max_header_size = options.max_header_size
         # A session that never comes back after initialize (a flood) lives this long.
-        self.initialize_ttl = self.ttl if initialize_ttl is None else min(initialize_ttl, self.ttl)
-        self.principal = principal
+        self.initialize_ttl = (
+            self.ttl if options.initialize_ttl is None else min(options.initialize_ttl, self.ttl)
+        )
+        self.principal = options.principal
         self._count = (
             None
-            if max_sessions is None
-            else SessionCount(self.store, max_sessions, session_count_interval)
+            if options.max_sessions is None
+            else SessionCount(self.store, options.max_sessions, options.session_count_interval)
         )
         self._index = (
             None
-            if max_sessions_per_principal is None
-            else PrincipalIndex(self.store, max_sessions_per_principal, self.ttl)
+            if options.max_sessions_per_principal is None
+            else PrincipalIndex(self.store, options.max_sessions_per_principal, self.ttl)
         )
         self.streams = StreamOptions(
-            retry_ms=sse_retry_ms,
-            lease_seconds=stream_lease,
-            max_events_per_stream=max_events_per_stream,
-            max_streams_per_session=max_streams_per_session,
-            max_stream_seconds=max_stream_seconds,
+            retry_ms=options.sse_retry_ms,
+            lease_seconds=options.stream_lease,
+            max_events_per_stream=options.max_events_per_stream,
+            max_streams_per_session=options.max_streams_per_session,
+            max_stream_seconds=options.max_stream_seconds,
         )
-        self._locals = LocalSessions(max_local_sessions, self.store.now)
-        self.app_session_idle_timeout = app_session_idle_timeout
+        self._locals = LocalSessions(options.max_local_sessions, self.store.now)
+        self.app_session_idle_timeout = options.app_session_idle_timeout
         self._store_open = False
         self._open_lock = anyio.Lock()
         self._background: Tasks | None = None
         self._watcher: StreamWatcher | None = None
-        self.drain = Drain(float(shutdown_grace_seconds))
+        self.drain = Drain(float(options.shutdown_grace_seconds))
         self.janitor = (
             None
-            if cleanup_interval is None
-            else Janitor(self.store, cleanup_interval, self.open_store)
+            if options.cleanup_interval is None
+            else Janitor(self.store, options.cleanup_interval, self.open_store)
         )
 
     @classmethod
@@ -293,9 +227,11 @@ class SessionMiddleware:
         read now; ``overrides`` (any keyword option) win over it. Needs the
         ``settings`` extra (pydantic-settings); see docs/configuration.md.
         """
-        from .settings import middleware_from_settings
+        from .settings import SessionSettings  # pydantic-settings is an optional extra
 
-        return middleware_from_settings(app, settings, **overrides)
+        keywords = (settings or SessionSettings()).middleware_options()
+        keywords.update(overrides)
+        return cls(app, **keywords)
 
     # -- entry -----------------------------------------------------------------
 
