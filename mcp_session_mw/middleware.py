@@ -42,6 +42,7 @@ from .asgi import (
     call_and_capture,
     drain_body,
     header_too_large,
+    internal_scope,
     read_body,
     replay_body,
     send_empty,
@@ -102,7 +103,6 @@ from .rehydrate import (
     LocalSession,
     LocalSessions,
     close_app_session,
-    internal_scope,
     recreate_app_session,
 )
 from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle, with_id
