@@ -27,7 +27,6 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -78,6 +77,7 @@ from .jsonrpc import (
     request_id_of,
     send_error,
 )
+from .lifespan import Lifespan
 from .limits import PrincipalIndex, SessionCount, is_index
 from .logs import NO_SESSION, fingerprint_of, log_failure, reset_fingerprint, set_fingerprint
 from .options import (
@@ -206,15 +206,14 @@ class SessionMiddleware:
         )
         self._locals = LocalSessions(options.max_local_sessions, self.store.now)
         self.app_session_idle_timeout = options.app_session_idle_timeout
-        self._store_open = False
-        self._open_lock = anyio.Lock()
-        self._background: Tasks | None = None
-        self._watcher: StreamWatcher | None = None
         self.drain = Drain(float(options.shutdown_grace_seconds))
         self.janitor = (
             None
             if options.cleanup_interval is None
             else Janitor(self.store, options.cleanup_interval, self.open_store)
+        )
+        self.lifespan = Lifespan(
+            self.store, self.drain, self.janitor, self.app_session_idle_timeout, self._close_idle
         )
 
     @classmethod
@@ -237,7 +236,7 @@ class SessionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
+            await self.lifespan.run(self.app, scope, receive, send)
             return
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
@@ -284,77 +283,10 @@ class SessionMiddleware:
 
     async def open_store(self) -> None:
         """Open the store once; called at startup and, lazily, by the first request."""
-        if self._store_open:
-            return
-        async with self._open_lock:
-            if not self._store_open:
-                await self.store.open()
-                self._store_open = True
-                metrics.watch(self.store)
+        await self.lifespan.open_store()
 
     async def close_store(self) -> None:
-        async with self._open_lock:
-            if self._store_open:
-                self._store_open = False
-                metrics.unwatch(self.store)
-                await self.store.close()
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stop = anyio.Event()
-
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.open_store()
-                except StoreError:
-                    # Requests answer 503 until the store is back; no crash at boot.
-                    log_failure(logger, "session store unavailable at startup")
-            elif message["type"] == "lifespan.shutdown":
-                # Requests still in the app finish first (up to the grace), then
-                # the background work ends, before the app shuts down.
-                await self.drain.drain()
-                halt()
-            return message
-
-        async def lifespan_send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.close_store()
-            await send(message)
-
-        async def background(*, task_status: TaskStatus[None]) -> None:
-            # Every task in it contains its own failures; should the group end
-            # anyway, serve() starts a new one (see tasks).
-            tasks = self._background = Tasks()
-            self._watcher = watcher = StreamWatcher()
-            tasks.keep("the stream watcher", watcher.run)
-            if self.janitor is not None:
-                tasks.keep("the janitor", self.janitor.run)
-            if self.drain.grace > 0:
-                tasks.keep("the shutdown watch", self.drain.watch)
-            if self.app_session_idle_timeout is not None:
-                tasks.keep(
-                    "closing idle app sessions", self._close_idle, self.app_session_idle_timeout
-                )
-            await tasks.serve(stop, task_status=task_status)
-
-        def halt() -> None:
-            # Requests from here on bring tasks of their own (see _respond_alone).
-            self._background = None
-            self._watcher = None
-            stop.set()
-
-        self.drain.reset()
-        self.drain.hold()
-        try:
-            async with anyio.create_task_group() as outer:
-                await outer.start(background)
-                try:
-                    await self.app(scope, lifespan_receive, lifespan_send)
-                finally:
-                    halt()
-        finally:
-            self.drain.release()
+        await self.lifespan.close_store()
 
     # -- OPTIONS ---------------------------------------------------------------------
 
@@ -605,7 +537,9 @@ class SessionMiddleware:
             return None
         set_fingerprint(fingerprint_of(self.store.key(session_id)))
         try:
-            if not self._store_open:  # open_store checks too; this spares a coroutine a request
+            if (
+                not self.lifespan.store_open
+            ):  # open_store checks too; this spares a coroutine a request
                 await self.open_store()
             record = await self.store.load(session_id)
         except StoreError:
@@ -763,7 +697,7 @@ class SessionMiddleware:
                     # finds it on whichever process it reaches.
                     await self._record_setup(session_id, message)
                 may_retry = attempt == 0 and app_id is not None
-                background, watcher = self._background, self._watcher
+                background, watcher = self.lifespan.background, self.lifespan.watcher
                 if background is not None and watcher is not None:  # the usual case
                     status = await self._respond(
                         background,
@@ -1050,7 +984,7 @@ class SessionMiddleware:
     ) -> None:
         """Pump the app session's GET stream and reply inbox, if the server runs our lifespan."""
         local.stop_worker()
-        if local.app_id is None or self._background is None:
+        if local.app_id is None or self.lifespan.background is None:
             return
         local.worker = AppSessionWorker(
             app=self.app,
@@ -1061,7 +995,7 @@ class SessionMiddleware:
             protocol_version=protocol_version,
             instance_id=self.streams.instance_id,
         )
-        self._background.keep("an app session's worker", local.worker.run)
+        self.lifespan.background.keep("an app session's worker", local.worker.run)
 
     def _learn_mode(self, app_id: str | None) -> None:
         if self.mode == "auto":
