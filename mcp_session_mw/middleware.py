@@ -34,7 +34,6 @@ from . import metrics
 from .app_call import MSG_APP_RAISED, AppCall
 from .asgi import (
     BodyTooLarge,
-    CapturedResponse,
     ClientDisconnected,
     RequestHeads,
     body_only,
@@ -49,6 +48,13 @@ from .asgi import (
 )
 from .durable import DurableResponse
 from .errors import ConfigurationError, SessionNotFoundError, StoreError
+from .handshake import (
+    initialize_succeeded,
+    initialize_well_formed,
+    negotiated_version,
+    rewrite_session_header,
+    send_captured,
+)
 from .janitor import Janitor
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -74,6 +80,8 @@ from .jsonrpc import (
     MSG_UNSUPPORTED_MEDIA_TYPE,
     PARSE_ERROR,
     RequestId,
+    is_json,
+    parse_json,
     request_id_of,
     send_error,
 )
@@ -302,7 +310,7 @@ class SessionMiddleware:
                 app_id = Headers(raw=message.get("headers", [])).get(SESSION_HEADER)
                 if app_id is not None:
                     minted.append(app_id)
-                    _rewrite_session_header(message, None)
+                    rewrite_session_header(message, None)
             await send(message)
 
         app_scope = with_headers(scope, {}, drop=_DROP_SESSION)
@@ -315,7 +323,7 @@ class SessionMiddleware:
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
     ) -> None:
-        if not headers.content_types or not all(map(_is_json, headers.content_types)):
+        if not headers.content_types or not all(map(is_json, headers.content_types)):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
@@ -328,7 +336,7 @@ class SessionMiddleware:
         except ClientDisconnected:
             return
         try:
-            message = _parse_json(body)
+            message = parse_json(body)
         except (ValueError, RecursionError):
             await send_error(send, 400, PARSE_ERROR, MSG_PARSE_ERROR)
             return
@@ -361,7 +369,7 @@ class SessionMiddleware:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
     ) -> None:
         request_id = request_id_of(message)
-        if not _initialize_well_formed(message, request_id):
+        if not initialize_well_formed(message, request_id):
             await send_error(send, 400, INVALID_PARAMS, MSG_BAD_INITIALIZE, request_id)
             return
         params = message.get("params") or {}
@@ -407,15 +415,15 @@ class SessionMiddleware:
         finally:
             _current.reset(token)
         app_id = answer.header(SESSION_HEADER)
-        if not 200 <= answer.status < 300 or not _initialize_succeeded(answer):
+        if not 200 <= answer.status < 300 or not initialize_succeeded(answer):
             # The app refused (an error status, or a JSON-RPC error under 200): no session.
             await self._release(session_id, principal)
             if app_id is not None and 200 <= answer.status < 300:
                 await close_app_session(self.app, scope, app_id, provisional.protocol_version)
-            await _send_captured(send, answer, None)
+            await send_captured(send, answer, None)
             return
         self._learn_mode(app_id)
-        negotiated = _negotiated_version(answer) or provisional.protocol_version
+        negotiated = negotiated_version(answer) or provisional.protocol_version
         try:
             record = await self.store.create(
                 session_id, provisional.evolve(protocol_version=negotiated)
@@ -434,7 +442,7 @@ class SessionMiddleware:
             local.scope = app_scope
             await self._remember(scope, session_id, local)
             self._start_worker(scope, session_id, local, negotiated)
-        await _send_captured(send, answer, session_id)
+        await send_captured(send, answer, session_id)
 
     # -- GET -------------------------------------------------------------------------
 
@@ -1055,117 +1063,5 @@ class SessionMiddleware:
         return Session(session_id, self.store, record)
 
 
-def _not_json(literal: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259); a store's JSON column would refuse them."""
-    raise ValueError(f"{literal} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} overflows a double")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
-
-
-def _parse_json(body: bytes) -> Any:
-    """``json.loads`` with NaN, Infinity and overflowing numbers refused; one decoder for all."""
-    if len(body) > 1 and body[1] and body[0] in b"{[":
-        text = body.decode("utf-8", "surrogatepass")  # what json.loads detects for these
-    else:
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
-    return _DECODER.decode(text)
-
-
-def _is_json(content_type: str) -> bool:
-    return (
-        content_type == "application/json"
-        or content_type.split(";", 1)[0].strip().lower() == "application/json"
-    )
-
-
-def _initialize_well_formed(message: dict[str, Any], request_id: RequestId) -> bool:
-    """A JSON-RPC request with an id whose params, where given, have the types MCP says.
-
-    Missing params are left to the app to refuse (some apps accept a bare
-    initialize); present ones of the wrong type never reach the app or the store.
-    """
-    if message.get("jsonrpc") != "2.0" or request_id is None:
-        return False
-    params = message.get("params", {})
-    if not isinstance(params, dict):
-        return False
-    version = params.get("protocolVersion")
-    if version is not None and not (isinstance(version, str) and 0 < len(version) <= 64):
-        return False
-    return all(isinstance(params.get(name, {}), dict) for name in ("capabilities", "clientInfo"))
-
-
-def _initialize_succeeded(answer: CapturedResponse) -> bool:
-    """True if the app's answer carries an initialize result (not a JSON-RPC error)."""
-    return any(
-        isinstance(message, dict) and isinstance(message.get("result"), dict)
-        for message in _json_messages(answer)
-    )
-
-
 async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
-
-
-def _rewrite_session_header(message: Message, session_id: str | None) -> None:
-    """Replace (or, with None, remove) the app's own session id in a response start."""
-    headers = [
-        (name, value) for name, value in message.get("headers", ()) if name.lower() != _SESSION
-    ]
-    if session_id is not None:
-        headers.append((_SESSION, session_id.encode("latin-1")))
-    message["headers"] = headers
-
-
-async def _send_captured(send: Send, answer: CapturedResponse, session_id: str | None) -> None:
-    start: Message = {
-        "type": "http.response.start",
-        "status": answer.status,
-        "headers": answer.headers,
-    }
-    _rewrite_session_header(start, session_id)
-    await send(start)
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-def _negotiated_version(answer: CapturedResponse) -> str | None:
-    """The protocolVersion of the app's initialize result, from a JSON or SSE body."""
-    for message in _json_messages(answer):
-        result = message.get("result") if isinstance(message, dict) else None
-        if isinstance(result, dict):
-            version = result.get("protocolVersion")
-            if isinstance(version, str) and len(version) <= 64:
-                return version
-    return None
-
-
-def _json_messages(answer: CapturedResponse) -> list[Any]:
-    content_type = (answer.header("content-type") or "").lower()
-    texts: list[str] = []
-    if content_type.startswith("text/event-stream"):
-        data: list[str] = []
-        text = answer.body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-        for line in [*text.split("\n"), ""]:
-            if line == "":
-                if data:
-                    texts.append("\n".join(data))
-                data = []
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-    else:
-        texts.append(answer.body.decode("utf-8", "replace"))
-    messages: list[Any] = []
-    for text in texts:
-        try:
-            messages.append(json.loads(text))
-        except ValueError:
-            continue
-    return messages
