@@ -1,4 +1,4 @@
-"""SessionMiddleware: durable MCP sessions in front of any Streamable HTTP app.
+"""SessionMiddleware: the request entry, routing by method, session admission and app sessions.
 
 Divergences from the MCP SDK's own session handling, on purpose:
 
