@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import anyio
 from anyio.abc import TaskStatus
@@ -21,6 +22,7 @@ from .watch import StreamWatcher
 logger = logging.getLogger("mcp_session_mw")
 
 
+@dataclass(eq=False)
 class Lifespan:
     """Opens the store once, runs the background tasks while the server lives, drains at exit.
 
@@ -29,23 +31,15 @@ class Lifespan:
     own. ``close_idle``, when given, is kept running with ``idle_timeout``.
     """
 
-    def __init__(
-        self,
-        store: Store,
-        drain: Drain,
-        janitor: Janitor | None,
-        idle_timeout: float | None,
-        close_idle: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.store = store
-        self.drain = drain
-        self.janitor = janitor
-        self.idle_timeout = idle_timeout
-        self.close_idle = close_idle
-        self.store_open = False
-        self._open_lock = anyio.Lock()
-        self.background: Tasks | None = None
-        self.watcher: StreamWatcher | None = None
+    store: Store
+    drain: Drain
+    janitor: Janitor | None
+    idle_timeout: float | None
+    close_idle: Callable[[float], Awaitable[None]]
+    store_open: bool = field(default=False, init=False)
+    background: Tasks | None = field(default=None, init=False)
+    watcher: StreamWatcher | None = field(default=None, init=False)
+    _open_lock: anyio.Lock = field(default_factory=anyio.Lock, init=False, repr=False)
 
     async def open_store(self) -> None:
         """Open the store once; called at startup and, lazily, by the first request."""
