@@ -19,6 +19,7 @@ from .errors import (
 )
 from .middleware import SessionMiddleware
 from .mount import mount_mcp
+from .options import SessionOptions
 from .records import Page, SessionRecord, StoredEvent, StreamState
 from .session import Session, current_session, current_session_or_none
 from .stores import MemoryStore, Store, create_store
@@ -40,6 +41,7 @@ __all__ = [
     "SessionMiddleware",
     "SessionMiddlewareError",
     "SessionNotFoundError",
+    "SessionOptions",
     "SessionRecord",
     "Store",
     "StoreError",

@@ -9,6 +9,8 @@ import anyio
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
+
 
 class BodyTooLarge(Exception):
     """The request body exceeds the configured limit."""
@@ -212,6 +214,30 @@ def with_headers(
         headers.extend(set_headers.items())
     new_scope = dict(scope)
     new_scope["headers"] = headers
+    return new_scope
+
+
+_INTERNAL_DROP = frozenset(
+    {
+        SESSION_HEADER.encode(),
+        VERSION_HEADER.encode(),
+        LAST_EVENT_ID_HEADER.encode(),
+        b"content-length",
+        b"content-type",
+        b"accept",
+    }
+)
+
+
+def internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
+    """An internal request on the client's endpoint, keeping its auth and Host/Origin.
+
+    The middleware's own requests to the app (re-creating a session, the
+    relay's GET and POST) go out on it: the client's session, version,
+    ``Last-Event-ID`` and body headers are dropped and ``headers`` set.
+    """
+    new_scope = with_headers(scope, headers, drop=_INTERNAL_DROP)
+    new_scope["method"] = method
     return new_scope
 
 

@@ -1,4 +1,4 @@
-"""JSON-RPC error responses the middleware answers with, and their messages.
+"""JSON-RPC on the wire: the error responses the middleware answers with, and strict body parsing.
 
 Every refusal the middleware makes is an HTTP status with a JSON-RPC error
 body, so clients built on either layer understand it. The messages are module
@@ -8,6 +8,7 @@ constants that tests import.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from starlette.types import Send
@@ -114,3 +115,37 @@ async def send_error(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+# -- request bodies ---------------------------------------------------------------
+
+
+def not_json(literal: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259); a store's JSON column would refuse them."""
+    raise ValueError(f"{literal} is not JSON")
+
+
+def finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} overflows a double")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=not_json, parse_float=finite_float)
+
+
+def parse_json(body: bytes) -> Any:
+    """``json.loads`` with NaN, Infinity and overflowing numbers refused; one decoder for all."""
+    if len(body) > 1 and body[1] and body[0] in b"{[":
+        text = body.decode("utf-8", "surrogatepass")  # what json.loads detects for these
+    else:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+    return _DECODER.decode(text)
+
+
+def is_json(content_type: str) -> bool:
+    return (
+        content_type == "application/json"
+        or content_type.split(";", 1)[0].strip().lower() == "application/json"
+    )

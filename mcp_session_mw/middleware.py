@@ -1,4 +1,4 @@
-"""SessionMiddleware: durable MCP sessions in front of any Streamable HTTP app.
+"""SessionMiddleware: the request entry, routing by method, session admission and app sessions.
 
 Divergences from the MCP SDK's own session handling, on purpose:
 
@@ -24,11 +24,9 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,13 +34,13 @@ from . import metrics
 from .app_call import MSG_APP_RAISED, AppCall
 from .asgi import (
     BodyTooLarge,
-    CapturedResponse,
     ClientDisconnected,
     RequestHeads,
     body_only,
     call_and_capture,
     drain_body,
     header_too_large,
+    internal_scope,
     read_body,
     replay_body,
     send_empty,
@@ -50,6 +48,13 @@ from .asgi import (
 )
 from .durable import DurableResponse
 from .errors import ConfigurationError, SessionNotFoundError, StoreError
+from .handshake import (
+    initialize_succeeded,
+    initialize_well_formed,
+    negotiated_version,
+    rewrite_session_header,
+    send_captured,
+)
 from .janitor import Janitor
 from .jsonrpc import (
     INTERNAL_ERROR,
@@ -75,12 +80,20 @@ from .jsonrpc import (
     MSG_UNSUPPORTED_MEDIA_TYPE,
     PARSE_ERROR,
     RequestId,
+    is_json,
+    parse_json,
     request_id_of,
     send_error,
 )
+from .lifespan import Lifespan
 from .limits import PrincipalIndex, SessionCount, is_index
 from .logs import NO_SESSION, fingerprint_of, log_failure, reset_fingerprint, set_fingerprint
-from .principal import PrincipalFn, default_principal, resolve_principal
+from .options import (
+    Mode,
+    SessionOptions,
+    keywords_of,
+)
+from .principal import resolve_principal
 from .protocol import (
     DEFAULT_REVISION,
     LAST_EVENT_ID_HEADER,
@@ -98,7 +111,6 @@ from .rehydrate import (
     LocalSession,
     LocalSessions,
     close_app_session,
-    internal_scope,
     recreate_app_session,
 )
 from .relay import AppSessionWorker, client_reply_key, hand_over, owner_of, settle, with_id
@@ -109,7 +121,6 @@ from .shutdown import Drain
 from .stores import DEFAULT_STORE_URL, Store, create_store
 from .streams import (
     STANDALONE_STREAM,
-    ExitWatch,
     StreamOptions,
     answer_events_lost,
     follow_stream,
@@ -125,22 +136,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mcp_session_mw")
 
-Mode = Literal["auto", "rehydrate", "stateless"]
-MODES: tuple[str, ...] = ("auto", "rehydrate", "stateless")
-
-DEFAULT_TTL = 3600.0
-DEFAULT_MAX_BODY_SIZE = 4 * 1024 * 1024
-DEFAULT_MAX_LOCAL_SESSIONS = 1_000
-DEFAULT_APP_SESSION_IDLE_TIMEOUT = 300.0
 APP_FULL = 503
 """The status of an app that holds all the sessions it may (the SDK's "Too many open sessions")."""
-DEFAULT_INITIALIZE_TTL = 60.0
-DEFAULT_FINISHED_STREAM_TTL = 60.0
-"""Seconds a finished stream stays resumable: the SDK clients retry within a few seconds."""
-DEFAULT_MAX_HEADER_SIZE = 8 * 1024
-DEFAULT_SESSION_COUNT_INTERVAL = 5.0
-DEFAULT_CLEANUP_INTERVAL = 300.0
-DEFAULT_SHUTDOWN_GRACE = 10.0
 STORE_URL_ENV = "MCP_SESSION_STORE_URL"
 REPLY_HANDOVER_TIMEOUT = 10.0
 
@@ -164,81 +161,12 @@ class SessionMiddleware:
     mount point; ``None`` for every path) are handled; the rest pass through.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        store: Store | str | None = None,
-        ttl: float = DEFAULT_TTL,
-        touch_interval: float | None = None,
-        mode: Mode = "auto",
-        path: str | None = "/mcp",
-        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-        max_local_sessions: int = DEFAULT_MAX_LOCAL_SESSIONS,
-        app_session_idle_timeout: float | None = DEFAULT_APP_SESSION_IDLE_TIMEOUT,
-        principal: PrincipalFn | None = default_principal,
-        store_options: Mapping[str, Any] | None = None,
-        sse_retry_ms: int | None = 1000,
-        stream_lease: float = 10.0,
-        max_events_per_stream: int | None = 50_000,
-        max_streams_per_session: int | None = 100,
-        max_stream_seconds: float | None = None,
-        finished_stream_ttl: float | None = DEFAULT_FINISHED_STREAM_TTL,
-        initialize_ttl: float | None = DEFAULT_INITIALIZE_TTL,
-        max_sessions: int | None = None,
-        max_sessions_per_principal: int | None = None,
-        session_count_interval: float = DEFAULT_SESSION_COUNT_INTERVAL,
-        max_header_size: int | None = DEFAULT_MAX_HEADER_SIZE,
-        encryption_keys: Sequence[str | bytes] | None = None,
-        cleanup_interval: float | None = DEFAULT_CLEANUP_INTERVAL,
-        shutdown_grace_seconds: float = DEFAULT_SHUTDOWN_GRACE,
-    ) -> None:
-        if not ttl > 0:
-            raise ConfigurationError("ttl must be a positive number of seconds")
-        if touch_interval is not None and touch_interval < 0:
-            raise ConfigurationError("touch_interval must not be negative")
-        if mode not in MODES:
-            raise ConfigurationError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        if max_body_size <= 0:
-            raise ConfigurationError("max_body_size must be a positive number of bytes")
-        if max_local_sessions <= 0:
-            raise ConfigurationError("max_local_sessions must be positive")
-        if app_session_idle_timeout is not None and not (
-            math.isfinite(app_session_idle_timeout) and app_session_idle_timeout > 0
-        ):
-            raise ConfigurationError("app_session_idle_timeout must be positive seconds (or None)")
-        if sse_retry_ms is not None and sse_retry_ms < 0:
-            raise ConfigurationError("sse_retry_ms must not be negative")
-        if not stream_lease > 0:
-            raise ConfigurationError("stream_lease must be a positive number of seconds")
-        if max_events_per_stream is not None and max_events_per_stream <= 0:
-            raise ConfigurationError("max_events_per_stream must be positive (or None)")
-        if max_streams_per_session is not None and max_streams_per_session <= 0:
-            raise ConfigurationError("max_streams_per_session must be positive (or None)")
-        if max_stream_seconds is not None and not max_stream_seconds > 0:
-            raise ConfigurationError("max_stream_seconds must be positive (or None)")
-        if finished_stream_ttl is not None and (
-            isinstance(finished_stream_ttl, bool)
-            or not isinstance(finished_stream_ttl, (int, float))
-            or not finished_stream_ttl > 0
-        ):
-            raise ConfigurationError("finished_stream_ttl must be positive seconds (or None)")
-        if path is not None and not path.startswith("/"):
-            raise ConfigurationError("path must start with '/' (or be None for every path)")
-        if initialize_ttl is not None and not initialize_ttl > 0:
-            raise ConfigurationError("initialize_ttl must be positive (or None)")
-        if max_sessions is not None and max_sessions <= 0:
-            raise ConfigurationError("max_sessions must be positive (or None)")
-        if max_sessions_per_principal is not None and max_sessions_per_principal <= 0:
-            raise ConfigurationError("max_sessions_per_principal must be positive (or None)")
-        if not session_count_interval > 0:
-            raise ConfigurationError("session_count_interval must be a positive number of seconds")
-        if max_header_size is not None and max_header_size <= 0:
-            raise ConfigurationError("max_header_size must be a positive number of bytes (or None)")
-        if cleanup_interval is not None and not cleanup_interval > 0:
-            raise ConfigurationError("cleanup_interval must be positive seconds (or None)")
-        if not (math.isfinite(shutdown_grace_seconds) and shutdown_grace_seconds >= 0):
-            raise ConfigurationError("shutdown_grace_seconds must be seconds, 0 or more")
+    @keywords_of(SessionOptions)
+    def __init__(self, app: ASGIApp, options: SessionOptions) -> None:
+        """Takes each :class:`~mcp_session_mw.options.SessionOptions` field as a keyword."""
+        self.options = options
+        store = options.store
+        store_options = options.store_options
         self.app = app
         if isinstance(store, Store):
             if store_options:
@@ -247,54 +175,56 @@ class SessionMiddleware:
         else:
             url = store or os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
             self.store = create_store(url, **dict(store_options or {}))
-        if encryption_keys is not None:
+        if options.encryption_keys is not None:
             from .encryption import EncryptedStore  # cryptography is an optional extra
 
-            self.store = EncryptedStore(self.store, encryption_keys)
+            self.store = EncryptedStore(self.store, options.encryption_keys)
         self.store.finished_stream_ttl = (
-            None if finished_stream_ttl is None else float(finished_stream_ttl)
+            None if options.finished_stream_ttl is None else float(options.finished_stream_ttl)
         )
         metrics.instrument(self.store)  # store timings and spans, when those extras are installed
-        self.ttl = float(ttl)
+        self.ttl = float(options.ttl)
         self.touch_interval = (
-            min(self.ttl / 4, 60.0) if touch_interval is None else float(touch_interval)
+            min(self.ttl / 4, 60.0)
+            if options.touch_interval is None
+            else float(options.touch_interval)
         )
-        self.mode: Mode = mode
-        self.path = None if path is None else (path.rstrip("/") or "/")
-        self.max_body_size = max_body_size
-        self.max_header_size = max_header_size
+        self.mode: Mode = options.mode
+        self.path = None if options.path is None else (options.path.rstrip("/") or "/")
+        self.max_body_size = options.max_body_size
+        self.max_header_size = options.max_header_size
         # A session that never comes back after initialize (a flood) lives this long.
-        self.initialize_ttl = self.ttl if initialize_ttl is None else min(initialize_ttl, self.ttl)
-        self.principal = principal
+        self.initialize_ttl = (
+            self.ttl if options.initialize_ttl is None else min(options.initialize_ttl, self.ttl)
+        )
+        self.principal = options.principal
         self._count = (
             None
-            if max_sessions is None
-            else SessionCount(self.store, max_sessions, session_count_interval)
+            if options.max_sessions is None
+            else SessionCount(self.store, options.max_sessions, options.session_count_interval)
         )
         self._index = (
             None
-            if max_sessions_per_principal is None
-            else PrincipalIndex(self.store, max_sessions_per_principal, self.ttl)
+            if options.max_sessions_per_principal is None
+            else PrincipalIndex(self.store, options.max_sessions_per_principal, self.ttl)
         )
         self.streams = StreamOptions(
-            retry_ms=sse_retry_ms,
-            lease_seconds=stream_lease,
-            max_events_per_stream=max_events_per_stream,
-            max_streams_per_session=max_streams_per_session,
-            max_stream_seconds=max_stream_seconds,
+            retry_ms=options.sse_retry_ms,
+            lease_seconds=options.stream_lease,
+            max_events_per_stream=options.max_events_per_stream,
+            max_streams_per_session=options.max_streams_per_session,
+            max_stream_seconds=options.max_stream_seconds,
         )
-        self._locals = LocalSessions(max_local_sessions, self.store.now)
-        self.app_session_idle_timeout = app_session_idle_timeout
-        self._store_open = False
-        self._open_lock = anyio.Lock()
-        self._background: Tasks | None = None
-        self._watcher: StreamWatcher | None = None
-        self._exit_watch: ExitWatch | None = None
-        self.drain = Drain(float(shutdown_grace_seconds))
+        self._locals = LocalSessions(options.max_local_sessions, self.store.now)
+        self.app_session_idle_timeout = options.app_session_idle_timeout
+        self.drain = Drain(float(options.shutdown_grace_seconds))
         self.janitor = (
             None
-            if cleanup_interval is None
-            else Janitor(self.store, cleanup_interval, self.open_store)
+            if options.cleanup_interval is None
+            else Janitor(self.store, options.cleanup_interval, self.open_store)
+        )
+        self.lifespan = Lifespan(
+            self.store, self.drain, self.janitor, self.app_session_idle_timeout, self._close_idle
         )
 
     @classmethod
@@ -307,15 +237,17 @@ class SessionMiddleware:
         read now; ``overrides`` (any keyword option) win over it. Needs the
         ``settings`` extra (pydantic-settings); see docs/configuration.md.
         """
-        from .settings import middleware_from_settings
+        from .settings import SessionSettings  # pydantic-settings is an optional extra
 
-        return middleware_from_settings(app, settings, **overrides)
+        keywords = (settings or SessionSettings()).middleware_options()
+        keywords.update(overrides)
+        return cls(app, **keywords)
 
     # -- entry -----------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(scope, receive, send)
+            await self.lifespan.run(self.app, scope, receive, send)
             return
         if scope["type"] != "http" or not self._handles(scope):
             await self.app(scope, receive, send)
@@ -362,80 +294,10 @@ class SessionMiddleware:
 
     async def open_store(self) -> None:
         """Open the store once; called at startup and, lazily, by the first request."""
-        if self._store_open:
-            return
-        async with self._open_lock:
-            if not self._store_open:
-                await self.store.open()
-                self._store_open = True
-                metrics.watch(self.store)
+        await self.lifespan.open_store()
 
     async def close_store(self) -> None:
-        async with self._open_lock:
-            if self._store_open:
-                self._store_open = False
-                metrics.unwatch(self.store)
-                await self.store.close()
-
-    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stop = anyio.Event()
-
-        async def lifespan_receive() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.open_store()
-                except StoreError:
-                    # Requests answer 503 until the store is back; no crash at boot.
-                    log_failure(logger, "session store unavailable at startup")
-            elif message["type"] == "lifespan.shutdown":
-                # Requests still in the app finish first (up to the grace), then
-                # the background work ends, before the app shuts down.
-                await self.drain.drain()
-                halt()
-            return message
-
-        async def lifespan_send(message: Message) -> None:
-            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.close_store()
-            await send(message)
-
-        async def background(*, task_status: TaskStatus[None]) -> None:
-            # Every task in it contains its own failures; should the group end
-            # anyway, serve() starts a new one (see tasks).
-            tasks = self._background = Tasks()
-            self._watcher = watcher = StreamWatcher()
-            tasks.keep("the stream watcher", watcher.run)
-            self._exit_watch = exit_watch = ExitWatch()
-            tasks.keep("the exit watch", exit_watch.run)
-            if self.janitor is not None:
-                tasks.keep("the janitor", self.janitor.run)
-            if self.drain.grace > 0:
-                tasks.keep("the shutdown watch", self.drain.watch)
-            if self.app_session_idle_timeout is not None:
-                tasks.keep(
-                    "closing idle app sessions", self._close_idle, self.app_session_idle_timeout
-                )
-            await tasks.serve(stop, task_status=task_status)
-
-        def halt() -> None:
-            # Requests from here on bring tasks of their own (see _respond_alone).
-            self._background = None
-            self._watcher = None
-            self._exit_watch = None
-            stop.set()
-
-        self.drain.reset()
-        self.drain.hold()
-        try:
-            async with anyio.create_task_group() as outer:
-                await outer.start(background)
-                try:
-                    await self.app(scope, lifespan_receive, lifespan_send)
-                finally:
-                    halt()
-        finally:
-            self.drain.release()
+        await self.lifespan.close_store()
 
     # -- OPTIONS ---------------------------------------------------------------------
 
@@ -451,7 +313,7 @@ class SessionMiddleware:
                 app_id = Headers(raw=message.get("headers", [])).get(SESSION_HEADER)
                 if app_id is not None:
                     minted.append(app_id)
-                    _rewrite_session_header(message, None)
+                    rewrite_session_header(message, None)
             await send(message)
 
         app_scope = with_headers(scope, {}, drop=_DROP_SESSION)
@@ -464,7 +326,7 @@ class SessionMiddleware:
     async def _post(
         self, scope: Scope, receive: Receive, send: Send, headers: RequestHeads
     ) -> None:
-        if not headers.content_types or not all(map(_is_json, headers.content_types)):
+        if not headers.content_types or not all(map(is_json, headers.content_types)):
             await send_error(send, 415, INVALID_REQUEST, MSG_UNSUPPORTED_MEDIA_TYPE)
             return
         try:
@@ -477,7 +339,7 @@ class SessionMiddleware:
         except ClientDisconnected:
             return
         try:
-            message = _parse_json(body)
+            message = parse_json(body)
         except (ValueError, RecursionError):
             await send_error(send, 400, PARSE_ERROR, MSG_PARSE_ERROR)
             return
@@ -510,7 +372,7 @@ class SessionMiddleware:
         self, scope: Scope, receive: Receive, send: Send, body: bytes, message: dict[str, Any]
     ) -> None:
         request_id = request_id_of(message)
-        if not _initialize_well_formed(message, request_id):
+        if not initialize_well_formed(message, request_id):
             await send_error(send, 400, INVALID_PARAMS, MSG_BAD_INITIALIZE, request_id)
             return
         params = message.get("params") or {}
@@ -556,15 +418,15 @@ class SessionMiddleware:
         finally:
             _current.reset(token)
         app_id = answer.header(SESSION_HEADER)
-        if not 200 <= answer.status < 300 or not _initialize_succeeded(answer):
+        if not 200 <= answer.status < 300 or not initialize_succeeded(answer):
             # The app refused (an error status, or a JSON-RPC error under 200): no session.
             await self._release(session_id, principal)
             if app_id is not None and 200 <= answer.status < 300:
                 await close_app_session(self.app, scope, app_id, provisional.protocol_version)
-            await _send_captured(send, answer, None)
+            await send_captured(send, answer, None)
             return
         self._learn_mode(app_id)
-        negotiated = _negotiated_version(answer) or provisional.protocol_version
+        negotiated = negotiated_version(answer) or provisional.protocol_version
         try:
             record = await self.store.create(
                 session_id, provisional.evolve(protocol_version=negotiated)
@@ -583,7 +445,7 @@ class SessionMiddleware:
             local.scope = app_scope
             await self._remember(scope, session_id, local)
             self._start_worker(scope, session_id, local, negotiated)
-        await _send_captured(send, answer, session_id)
+        await send_captured(send, answer, session_id)
 
     # -- GET -------------------------------------------------------------------------
 
@@ -648,7 +510,7 @@ class SessionMiddleware:
             receive=receive,
             options=self.streams,
             priming=priming,
-            exiting=None if self._exit_watch is None else self._exit_watch.exiting,
+            exiting=None if self.lifespan.exit_watch is None else self.lifespan.exit_watch.exiting,
         )
 
     # -- DELETE ----------------------------------------------------------------------
@@ -695,7 +557,9 @@ class SessionMiddleware:
             return None
         set_fingerprint(fingerprint_of(self.store.key(session_id)))
         try:
-            if not self._store_open:  # open_store checks too; this spares a coroutine a request
+            if (
+                not self.lifespan.store_open
+            ):  # open_store checks too; this spares a coroutine a request
                 await self.open_store()
             record = await self.store.load(session_id)
         except StoreError:
@@ -853,7 +717,7 @@ class SessionMiddleware:
                     # finds it on whichever process it reaches.
                     await self._record_setup(session_id, message)
                 may_retry = attempt == 0 and app_id is not None
-                background, watcher = self._background, self._watcher
+                background, watcher = self.lifespan.background, self.lifespan.watcher
                 if background is not None and watcher is not None:  # the usual case
                     status = await self._respond(
                         background,
@@ -1140,7 +1004,7 @@ class SessionMiddleware:
     ) -> None:
         """Pump the app session's GET stream and reply inbox, if the server runs our lifespan."""
         local.stop_worker()
-        if local.app_id is None or self._background is None:
+        if local.app_id is None or self.lifespan.background is None:
             return
         local.worker = AppSessionWorker(
             app=self.app,
@@ -1151,7 +1015,7 @@ class SessionMiddleware:
             protocol_version=protocol_version,
             instance_id=self.streams.instance_id,
         )
-        self._background.keep("an app session's worker", local.worker.run)
+        self.lifespan.background.keep("an app session's worker", local.worker.run)
 
     def _learn_mode(self, app_id: str | None) -> None:
         if self.mode == "auto":
@@ -1211,117 +1075,5 @@ class SessionMiddleware:
         return Session(session_id, self.store, record)
 
 
-def _not_json(literal: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259); a store's JSON column would refuse them."""
-    raise ValueError(f"{literal} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text} overflows a double")
-    return value
-
-
-_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite_float)
-
-
-def _parse_json(body: bytes) -> Any:
-    """``json.loads`` with NaN, Infinity and overflowing numbers refused; one decoder for all."""
-    if len(body) > 1 and body[1] and body[0] in b"{[":
-        text = body.decode("utf-8", "surrogatepass")  # what json.loads detects for these
-    else:
-        text = body.decode(json.detect_encoding(body), "surrogatepass")
-    return _DECODER.decode(text)
-
-
-def _is_json(content_type: str) -> bool:
-    return (
-        content_type == "application/json"
-        or content_type.split(";", 1)[0].strip().lower() == "application/json"
-    )
-
-
-def _initialize_well_formed(message: dict[str, Any], request_id: RequestId) -> bool:
-    """A JSON-RPC request with an id whose params, where given, have the types MCP says.
-
-    Missing params are left to the app to refuse (some apps accept a bare
-    initialize); present ones of the wrong type never reach the app or the store.
-    """
-    if message.get("jsonrpc") != "2.0" or request_id is None:
-        return False
-    params = message.get("params", {})
-    if not isinstance(params, dict):
-        return False
-    version = params.get("protocolVersion")
-    if version is not None and not (isinstance(version, str) and 0 < len(version) <= 64):
-        return False
-    return all(isinstance(params.get(name, {}), dict) for name in ("capabilities", "clientInfo"))
-
-
-def _initialize_succeeded(answer: CapturedResponse) -> bool:
-    """True if the app's answer carries an initialize result (not a JSON-RPC error)."""
-    return any(
-        isinstance(message, dict) and isinstance(message.get("result"), dict)
-        for message in _json_messages(answer)
-    )
-
-
 async def _disconnected() -> Message:
     return {"type": "http.disconnect"}
-
-
-def _rewrite_session_header(message: Message, session_id: str | None) -> None:
-    """Replace (or, with None, remove) the app's own session id in a response start."""
-    headers = [
-        (name, value) for name, value in message.get("headers", ()) if name.lower() != _SESSION
-    ]
-    if session_id is not None:
-        headers.append((_SESSION, session_id.encode("latin-1")))
-    message["headers"] = headers
-
-
-async def _send_captured(send: Send, answer: CapturedResponse, session_id: str | None) -> None:
-    start: Message = {
-        "type": "http.response.start",
-        "status": answer.status,
-        "headers": answer.headers,
-    }
-    _rewrite_session_header(start, session_id)
-    await send(start)
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-def _negotiated_version(answer: CapturedResponse) -> str | None:
-    """The protocolVersion of the app's initialize result, from a JSON or SSE body."""
-    for message in _json_messages(answer):
-        result = message.get("result") if isinstance(message, dict) else None
-        if isinstance(result, dict):
-            version = result.get("protocolVersion")
-            if isinstance(version, str) and len(version) <= 64:
-                return version
-    return None
-
-
-def _json_messages(answer: CapturedResponse) -> list[Any]:
-    content_type = (answer.header("content-type") or "").lower()
-    texts: list[str] = []
-    if content_type.startswith("text/event-stream"):
-        data: list[str] = []
-        text = answer.body.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
-        for line in [*text.split("\n"), ""]:
-            if line == "":
-                if data:
-                    texts.append("\n".join(data))
-                data = []
-            elif line.startswith("data:"):
-                data.append(line[5:].removeprefix(" "))
-    else:
-        texts.append(answer.body.decode("utf-8", "replace"))
-    messages: list[Any] = []
-    for text in texts:
-        try:
-            messages.append(json.loads(text))
-        except ValueError:
-            continue
-    return messages

@@ -24,7 +24,6 @@ any path but ``--path`` are answered 404 (the upstream serves one endpoint).
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import ConfigurationError, MissingExtraError
 from .jsonrpc import INVALID_REQUEST, send_error
 from .middleware import SessionMiddleware
+from .options import DEFAULTS
 
 ENV_PREFIX = "MCP_SESSION_"
 UPSTREAM_ENV = "MCP_SESSION_PROXY_UPSTREAM"
@@ -58,9 +58,8 @@ _OWN_FLAGS = {"store": "store", "store_options": "store_option", "path": "path"}
 
 
 def middleware_options() -> list[tuple[str, Any]]:
-    """SessionMiddleware's keyword options and their defaults, as its signature says."""
-    parameters = inspect.signature(SessionMiddleware.__init__).parameters.values()
-    return [(p.name, p.default) for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    """SessionMiddleware's keyword options and their defaults: SessionOptions' fields."""
+    return list(DEFAULTS.items())
 
 
 def _pair(flag: str) -> Any:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING
 import anyio
 from starlette.types import ASGIApp, Scope
 
-from .asgi import call_and_capture, with_headers
-from .protocol import LAST_EVENT_ID_HEADER, SESSION_HEADER, VERSION_HEADER
+from .asgi import call_and_capture, internal_scope
+from .protocol import SESSION_HEADER, VERSION_HEADER
 from .records import JSONValue, SessionRecord
 from .session import Session
 
@@ -37,16 +37,6 @@ MSG_RECREATE_FAILED = "re-creating a session in the app failed"
 """Logged (rate-limited) when the app refuses, or raises on, a re-created session."""
 _JSON = b"application/json"
 _ACCEPT = b"application/json, text/event-stream"
-_DROP = frozenset(
-    {
-        SESSION_HEADER.encode(),
-        VERSION_HEADER.encode(),
-        LAST_EVENT_ID_HEADER.encode(),
-        b"content-length",
-        b"content-type",
-        b"accept",
-    }
-)
 
 
 GATEWAY_STATUSES = frozenset({502, 503, 504})
@@ -210,13 +200,6 @@ class LocalSessions:
         self._locks.pop(session_id, None)
         entry.stop_worker()
         return entry
-
-
-def internal_scope(scope: Scope, method: str, headers: dict[bytes, bytes]) -> Scope:
-    """An internal request on the client's endpoint, keeping its auth and Host/Origin."""
-    new_scope = with_headers(scope, headers, drop=_DROP)
-    new_scope["method"] = method
-    return new_scope
 
 
 async def recreate_app_session(app: ASGIApp, scope: Scope, record: SessionRecord) -> str | None:

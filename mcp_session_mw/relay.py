@@ -29,12 +29,11 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Scope
 
-from .asgi import body_only, call_and_capture
+from .asgi import body_only, call_and_capture, internal_scope
 from .errors import SessionNotFoundError, StoreError
 from .logs import log_failure
 from .protocol import SESSION_HEADER, VERSION_HEADER
 from .records import JSONValue, StreamState
-from .rehydrate import internal_scope
 from .sse import SSEEvent, SSEParseError, SSEParser
 from .stores.base import Store
 from .streams import STANDALONE_STREAM

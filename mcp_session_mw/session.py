@@ -12,14 +12,20 @@ from __future__ import annotations
 
 import copy
 from contextvars import ContextVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import NoSessionError, SessionNotFoundError
 from .records import JSONValue, SessionRecord
 
 if TYPE_CHECKING:
-    from .durable import DurableResponse
     from .stores.base import StateChange, Store
+
+
+class ClientStream(Protocol):
+    """What a session needs of one of its SSE responses (a ``DurableResponse``)."""
+
+    async def request_close(self) -> None: ...
+
 
 _current: ContextVar[Session | None] = ContextVar("mcp_session_mw_session", default=None)
 
@@ -38,7 +44,7 @@ class Session:
         self._id = session_id
         self._store = store
         self._record = record
-        self._streams: set[DurableResponse] | None = None  # created with the first stream
+        self._streams: set[ClientStream] | None = None  # created with the first stream
 
     @property
     def id(self) -> str:
@@ -108,12 +114,12 @@ class Session:
             await stream.request_close()
         return len(streams)
 
-    def _track(self, stream: DurableResponse) -> None:
+    def _track(self, stream: ClientStream) -> None:
         if self._streams is None:
             self._streams = set()
         self._streams.add(stream)
 
-    def _untrack(self, stream: DurableResponse) -> None:
+    def _untrack(self, stream: ClientStream) -> None:
         if self._streams is not None:
             self._streams.discard(stream)
             if not self._streams:

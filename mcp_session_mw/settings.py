@@ -3,10 +3,11 @@
 Needs the ``settings`` extra (pydantic-settings). Without it the middleware
 works as before and reads only ``MCP_SESSION_STORE_URL`` itself.
 
-Each field is one keyword option of :class:`SessionMiddleware`, with the same
-name except ``store_url`` (the ``store`` option given as a URL); a test fails
-when an option has no field. Defaults are read from the middleware's own
-signature, so the two cannot drift apart. Values the middleware refuses are
+Each field is one :class:`~mcp_session_mw.options.SessionOptions` field (a
+keyword option of :class:`SessionMiddleware`), with the same name except
+``store_url`` (the ``store`` option given as a URL); a test fails when an
+option has no field. Defaults are read from
+SessionOptions, so the two cannot drift apart. Values the middleware refuses are
 refused by it, when it is built, with its own messages; values pydantic cannot
 parse (``MCP_SESSION_TTL=soon``) raise :class:`ConfigurationError` naming the
 variable.
@@ -19,23 +20,19 @@ and ``MCP_SESSION_PRINCIPAL`` names a function as ``package.module:function``.
 
 from __future__ import annotations
 
-import inspect
 import json
 import types
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from .errors import ConfigurationError, MissingExtraError
-from .middleware import Mode, SessionMiddleware
+from .options import DEFAULTS, Mode
 
 try:
     from pydantic import BeforeValidator, Field, ImportString, ValidationError, model_validator
     from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
     raise MissingExtraError("settings", "pydantic_settings") from _exc
-
-if TYPE_CHECKING:
-    from starlette.types import ASGIApp
 
 ENV_PREFIX = "MCP_SESSION_"
 NONE_WORDS = frozenset({"none", "null"})
@@ -47,15 +44,9 @@ OPTION_FOR_FIELD: dict[str, str] = {"store_url": "store"}
 MSG_BAD_SETTING = "{variable}: {problem}"
 MSG_UNREADABLE = "cannot read the MCP_SESSION_* settings: {problem}"
 
-_DEFAULTS = {
-    name: parameter.default
-    for name, parameter in inspect.signature(SessionMiddleware.__init__).parameters.items()
-    if parameter.default is not inspect.Parameter.empty
-}
-
 
 def _default(option: str) -> Any:
-    return _DEFAULTS[option]
+    return DEFAULTS[option]
 
 
 def _optional(annotation: Any) -> bool:
@@ -163,13 +154,4 @@ class SessionSettings(BaseSettings):
         return options
 
 
-def middleware_from_settings(
-    app: ASGIApp, settings: SessionSettings | None = None, **overrides: Any
-) -> SessionMiddleware:
-    """Build SessionMiddleware from ``settings`` (default: read the environment now)."""
-    options = (settings or SessionSettings()).middleware_options()
-    options.update(overrides)
-    return SessionMiddleware(app, **options)
-
-
-__all__ = ["ENV_PREFIX", "SessionSettings", "middleware_from_settings"]
+__all__ = ["ENV_PREFIX", "SessionSettings"]

@@ -36,8 +36,10 @@ from mcp_session_mw.jsonrpc import (
     MSG_SESSION_NOT_FOUND,
     MSG_SESSION_REQUIRED,
     MSG_UNSUPPORTED_MEDIA_TYPE,
+    finite_float,
+    not_json,
+    parse_json,
 )
-from mcp_session_mw.middleware import _finite_float, _not_json, _parse_json
 
 from .test_middleware import HEADERS, INIT, build_sdk_app, initialize, messages, serving
 
@@ -422,5 +424,5 @@ def test_request_json_is_read_as_json_loads_reads_it(body: bytes) -> None:
         except ValueError as exc:
             return type(exc)
 
-    expected = outcome(lambda b: json.loads(b, parse_constant=_not_json, parse_float=_finite_float))
-    assert outcome(_parse_json) == expected
+    expected = outcome(lambda b: json.loads(b, parse_constant=not_json, parse_float=finite_float))
+    assert outcome(parse_json) == expected

@@ -103,7 +103,7 @@ async def test_the_probe_opens_the_middlewares_store_when_it_was_not_yet() -> No
     middleware = SessionMiddleware(_echo, store=store)
     probe = ReadinessProbe(middleware)
     assert (await probe.check()).ready
-    assert middleware._store_open
+    assert middleware.lifespan.store_open
 
 
 @pytest.mark.parametrize("path", ["livez", ""])

@@ -265,7 +265,7 @@ async def test_a_background_group_that_ends_is_replaced_and_its_workers_run_agai
         held = await open_session(owner)
         worker = owner.worker(held)
         await until(lambda: worker._tasks is not None)
-        tasks = owner.middleware._background
+        tasks = owner.middleware.lifespan.background
         assert tasks is not None
         group = tasks._group
         assert group is not None

@@ -56,7 +56,7 @@ from mcp_session_mw.jsonrpc import (
     MSG_SESSION_REQUIRED,
     PARSE_ERROR,
 )
-from mcp_session_mw.middleware import DEFAULT_MAX_BODY_SIZE
+from mcp_session_mw.options import DEFAULT_MAX_BODY_SIZE
 
 from .server import HOST, REPO_ROOT, START_TIMEOUT, free_port, run_server
 
