@@ -114,6 +114,9 @@ class _Noop:
     def inc(self, amount: float = 1.0) -> None:
         pass
 
+    def dec(self, amount: float = 1.0) -> None:
+        pass
+
     def set(self, value: float) -> None:
         pass
 
@@ -227,12 +230,24 @@ if _prometheus is not None:
         ["reason", "status"],
         namespace=NAMESPACE,
     )
+    STREAMS_OPEN: Any = _prometheus.Gauge(
+        "streams_open",
+        "Client SSE streams this process is serving from the store now (GET streams and "
+        "resumes by Last-Event-ID).",
+        namespace=NAMESPACE,
+    )
+    RELAYED_REPLIES: Any = _prometheus.Counter(
+        "relayed_replies",
+        "Client replies to server requests (elicitation, sampling, roots) that reached this "
+        "process and were handed to the instance holding the request.",
+        namespace=NAMESPACE,
+    )
     STORE_SECONDS: Any = _StoreSeconds()
     _prometheus.REGISTRY.register(STORE_SECONDS)
 else:  # pragma: no cover - exercised in a subprocess by the tests
     SESSIONS_CREATED = SESSIONS_RESUMED = SESSIONS_EXPIRED = SESSIONS_DELETED = _NOOP
     ACTIVE_SESSIONS = EVENTS_STORED = EVENTS_REPLAYED = REPLAY_GAPS = _NOOP
-    REJECTED_REQUESTS = STORE_SECONDS = _NOOP
+    REJECTED_REQUESTS = STORE_SECONDS = STREAMS_OPEN = RELAYED_REPLIES = _NOOP
 
 
 def enabled() -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 import anyio
 from starlette.types import ASGIApp, Message, Scope
 
+from . import metrics
 from .asgi import body_only, call_and_capture, internal_scope
 from .errors import SessionNotFoundError, StoreError
 from .logs import log_failure
@@ -193,6 +194,7 @@ async def hand_over(
             if record is None:
                 raise SessionNotFoundError("session not found")
             if owner_of(record.meta, key) is None:
+                metrics.RELAYED_REPLIES.inc()
                 return True
             await anyio.sleep(0.05)
     return False

@@ -213,35 +213,41 @@ async def follow_stream(
             "headers": [*_SSE_HEADERS, (SESSION_HEADER.encode(), session_id.encode())],
         }
     )
-    async with anyio.create_task_group() as tg:
+    metrics.STREAMS_OPEN.inc()
+    try:
+        async with anyio.create_task_group() as tg:
 
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                tg.cancel_scope.cancel()
+
+            async def watch_exit(exiting: anyio.Event) -> None:
+                await exiting.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch_disconnect)
+            if exiting is not None:
+                tg.start_soon(watch_exit, exiting)
+            idle = IDLE_RECHECK if exiting is not None else options.follow_interval
+            try:
+                if priming:
+                    await _send_body(
+                        send,
+                        priming_event(stream_id, after_seq, options.retry_ms),
+                    )
+                await _replay_and_follow(
+                    store, session_id, stream_id, after_seq, send, options, idle
+                )
+            except CorruptRecordError:
+                await _end_unreadable(store, session_id, stream_id, send)
+            except OSError:
                 pass
             tg.cancel_scope.cancel()
-
-        async def watch_exit(exiting: anyio.Event) -> None:
-            await exiting.wait()
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch_disconnect)
-        if exiting is not None:
-            tg.start_soon(watch_exit, exiting)
-        idle = IDLE_RECHECK if exiting is not None else options.follow_interval
-        try:
-            if priming:
-                await _send_body(
-                    send,
-                    priming_event(stream_id, after_seq, options.retry_ms),
-                )
-            await _replay_and_follow(store, session_id, stream_id, after_seq, send, options, idle)
-        except CorruptRecordError:
-            await _end_unreadable(store, session_id, stream_id, send)
-        except OSError:
-            pass
-        tg.cancel_scope.cancel()
-    with contextlib.suppress(OSError):
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+    finally:
+        metrics.STREAMS_OPEN.dec()
 
 
 async def _replay_and_follow(

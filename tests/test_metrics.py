@@ -19,12 +19,14 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY
 from starlette.applications import Starlette
+from starlette.types import Message
 
-from mcp_session_mw import MemoryStore, SessionMiddleware, SessionRecord, StreamState
+from mcp_session_mw import MemoryStore, SessionMiddleware, SessionRecord, StreamState, relay
 from mcp_session_mw import metrics as metrics_module
 from mcp_session_mw.janitor import Janitor
 from mcp_session_mw.metrics import SPAN_PREFIX, instrument, metrics_app, refresh_active_sessions
-from mcp_session_mw.streams import MSG_EVENTS_LOST
+from mcp_session_mw.relay import PENDING_KEY
+from mcp_session_mw.streams import MSG_EVENTS_LOST, StreamOptions, follow_stream
 
 from .asgi_lifespan import ACCEPT, BASE_URL, PROTOCOL_VERSION, RawMCP, messages
 
@@ -277,3 +279,78 @@ def test_store_seconds_buckets_count_each_call_once_up_to_its_bound() -> None:
     assert sample("mcp_session_store_seconds_count", operation="test_buckets") == 5
     total = sample("mcp_session_store_seconds_sum", operation="test_buckets")
     assert total == pytest.approx(0.0001 + 0.001 + 0.0011 + 0.3 + 9.0)
+
+
+async def test_a_served_stream_is_counted_open_while_it_is_served() -> None:
+    store = MemoryStore()
+    now = store.now()
+    record = SessionRecord(
+        key="",
+        protocol_version=PROTOCOL_VERSION,
+        created_at=now,
+        last_accessed=now,
+        expires_at=now + 60,
+        ttl=60,
+    )
+    await store.create("sid", record)
+    stream = "0123456789abcdef"
+    await store.open_stream("sid", StreamState(stream, request_id=7))
+    await store.append_event("sid", stream, '{"n":1}')
+    await store.append_event("sid", stream, '{"id":7,"result":{}}')
+    await store.finish_stream("sid", stream)
+    before = sample("mcp_session_streams_open")
+    seen: list[float] = []
+    body = b""
+
+    async def send(message: Message) -> None:
+        nonlocal body
+        if message["type"] == "http.response.body" and message.get("body"):
+            body += message["body"]
+            seen.append(sample("mcp_session_streams_open") - before)
+
+    async def receive() -> Message:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    with anyio.fail_after(10):
+        await follow_stream(
+            store=store,
+            session_id="sid",
+            stream_id=stream,
+            after_seq=0,
+            send=send,
+            receive=receive,
+            options=StreamOptions(),
+        )
+    # Both events were sent, and every frame while the stream counted as open.
+    assert b'{"n":1}' in body
+    assert b'"result"' in body
+    assert seen
+    assert seen == [1.0] * len(seen)
+    assert sample("mcp_session_streams_open") == before
+
+
+async def test_a_reply_handed_to_its_owner_is_counted() -> None:
+    counted = Deltas(("mcp_session_relayed_replies_total", {}))
+    store = MemoryStore()
+    now = store.now()
+    record = SessionRecord(
+        key="",
+        protocol_version=PROTOCOL_VERSION,
+        created_at=now,
+        last_accessed=now,
+        expires_at=now + 60,
+        ttl=60,
+        meta={PENDING_KEY: {'"k"': ["proc-a", 7]}},
+    )
+    await store.create("sid", record)
+
+    async def owner_takes_it() -> None:
+        await anyio.sleep(0.1)
+        await relay.settle(store, "sid", '"k"')
+
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(owner_takes_it)
+            assert await relay.hand_over(store, "sid", "proc-a", b"{}", '"k"', 10.0)
+    assert counted.now() == [1]
