@@ -34,6 +34,7 @@ from .health import PROBE_KEY
 
 if TYPE_CHECKING:
     from .stores.base import Store
+    from .stores.dynamodb import DynamoDBStore
     from .stores.redis import RedisStore
     from .stores.sql import SQLStore
 
@@ -65,6 +66,12 @@ MSG_SCHEMA_NEW = (
     "schema version {found} is newer than this release's {need}: upgrade mcp-session-mw"
 )
 MSG_SCHEMA_OK = "schema version {found} (current)"
+MSG_TABLE_MISSING = "table {table} does not exist: run `mcp-session-mw db upgrade`"
+MSG_TABLE_TTL_OFF = (
+    "table {table}: DynamoDB's TTL is {status}, so expired items stay (and are billed) until "
+    "the janitor removes them: run `mcp-session-mw db upgrade`"
+)
+MSG_TABLE_OK = "table {table} exists, TTL on attribute {attribute}"
 MSG_CLOCK = "this host's clock and the store's differ by {skew:.3f} s (±{error:.3f} s)"
 MSG_CLOCK_LOCAL = "the store is in this process or on this host: one clock"
 MSG_EVICTING = (
@@ -274,6 +281,26 @@ def _cluster_info(raw: Any) -> dict[str, str]:
     return fields
 
 
+async def check_dynamodb_table(store: DynamoDBStore, report: Report) -> bool:
+    """The table exists and AWS expires its items; True if the store can open."""
+    table = store.table
+    if not await table.exists():
+        report.append(Finding("table", PROBLEM, MSG_TABLE_MISSING.format(table=table.name)))
+        return False
+    answer = await table.call("DescribeTimeToLive", TableName=table.name)
+    description = answer.get("TimeToLiveDescription", {})
+    status = str(description.get("TimeToLiveStatus", "DISABLED"))
+    if status not in ("ENABLED", "ENABLING"):
+        message = MSG_TABLE_TTL_OFF.format(table=table.name, status=status.lower())
+        report.append(Finding("table", WARN, message))
+    else:
+        attribute = description.get("AttributeName", "?")
+        report.append(
+            Finding("table", OK, MSG_TABLE_OK.format(table=table.name, attribute=attribute))
+        )
+    return True
+
+
 async def check_sql(store: SQLStore, report: Report, timeout: float) -> None:
     import sqlalchemy as sa
 
@@ -387,6 +414,7 @@ async def diagnose(
     Each check runs within ``timeout`` seconds; one that does not finish is a
     problem of its own and the others still run. The caller closes the store.
     """
+    from .stores.dynamodb import DynamoDBStore
     from .stores.redis import RedisStore
     from .stores.sql import SQLStore
 
@@ -395,6 +423,10 @@ async def diagnose(
     try:
         with anyio.fail_after(timeout):
             if isinstance(backend, SQLStore) and not await check_sql_schema(backend, report):
+                return report
+            if isinstance(backend, DynamoDBStore) and not await check_dynamodb_table(
+                backend, report
+            ):
                 return report
             await check_answers(store, report)
     except TimeoutError as exc:

@@ -41,7 +41,12 @@ FINGERPRINT_LENGTH = 12
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [session %(session_fingerprint)s] %(message)s"
 """A ``logging.Formatter`` format that shows the session fingerprint."""
 
-PACKAGE_LOGGERS = ("mcp_session_mw", "mcp_session_mw.stores.sql", "mcp_session_mw.proxy")
+PACKAGE_LOGGERS = (
+    "mcp_session_mw",
+    "mcp_session_mw.stores.sql",
+    "mcp_session_mw.proxy",
+    "mcp_session_mw.modern",
+)
 """Every logger the package emits through (a test keeps this list complete)."""
 
 _fingerprint: ContextVar[str] = ContextVar("mcp_session_fingerprint", default=NO_SESSION)

@@ -41,6 +41,7 @@ EXPECTED = {
     "redis_cluster": {"store", "clock", "eviction", "persistence", "cluster"},
     "caching": {"store", "clock", "eviction", "persistence", "cluster"},
     "encrypted": {"schema", "store", "clock"},
+    "dynamodb": {"table", "store", "clock"},
 }
 
 

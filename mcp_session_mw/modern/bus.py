@@ -44,7 +44,7 @@ from .channels import (
 from .events import decode_event, encode_event
 from .sdk_types import ServerEvent
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mcp_session_mw.modern")
 
 DEFAULT_CHANNEL = "mcp-session-mw-bus"
 DEFAULT_POLL_INTERVAL = 0.1

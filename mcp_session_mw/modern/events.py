@@ -13,7 +13,7 @@ from .sdk_types import (
     ToolsListChanged,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mcp_session_mw.modern")
 
 MAX_EVENT_BYTES = 7000
 """Bounded by PostgreSQL's NOTIFY payload (8000 bytes), with room to spare."""

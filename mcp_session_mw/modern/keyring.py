@@ -33,7 +33,7 @@ from ..stores.base import Store
 from .reserved import FOREVER, reserved_id, reserved_record
 from .sdk import import_sdk
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("mcp_session_mw.modern")
 
 RING_ID = reserved_id("keyring", "request-state")
 DEFAULT_REFRESH_INTERVAL = 5.0
