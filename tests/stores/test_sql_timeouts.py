@@ -20,7 +20,6 @@ from typing import Any
 import anyio
 import pytest
 import sqlalchemy as sa
-from anyio.abc import TaskGroup
 
 from mcp_session_mw import ConfigurationError, SessionRecord, StoreUnavailableError, StreamState
 from mcp_session_mw.stores import create_store
@@ -42,16 +41,9 @@ NETWORKED = [
 ]
 
 
-@pytest.fixture
-async def task_group() -> AsyncIterator[TaskGroup]:
-    async with anyio.create_task_group() as tg:
-        yield tg
-        tg.cancel_scope.cancel()
-
-
 @asynccontextmanager
 async def proxied_store(
-    service: str, url: str, tg: TaskGroup, **options: Any
+    service: str, url: str, **options: Any
 ) -> AsyncIterator[tuple[SQLStore, FaultProxy]]:
     """A store reaching ``url`` through a stallable proxy; its tables dropped afterwards."""
     need_service(service)
@@ -118,10 +110,8 @@ def hot_calls(store: SQLStore, session_id: str) -> list[Callable[[], Awaitable[o
 
 
 @pytest.mark.parametrize(("service", "url"), NETWORKED)
-async def test_a_stalled_server_gives_unavailable_on_every_hot_call(
-    service: str, url: str, task_group: TaskGroup
-) -> None:
-    async with proxied_store(service, url, task_group) as (store, proxy):
+async def test_a_stalled_server_gives_unavailable_on_every_hot_call(service: str, url: str) -> None:
+    async with proxied_store(service, url) as (store, proxy):
         await store.open()
         session_id = await created(store, n=0)
         proxy.stall()
@@ -139,9 +129,9 @@ async def test_a_stalled_server_gives_unavailable_on_every_hot_call(
 
 @pytest.mark.parametrize(("service", "url"), NETWORKED)
 async def test_a_server_that_never_answers_the_connect_gives_unavailable(
-    service: str, url: str, task_group: TaskGroup
+    service: str, url: str
 ) -> None:
-    async with proxied_store(service, url, task_group) as (store, proxy):
+    async with proxied_store(service, url) as (store, proxy):
         proxy.stall()  # before the first connection: the handshake never completes
         await unavailable_in_time(store.open)
         proxy.resume()
@@ -150,10 +140,8 @@ async def test_a_server_that_never_answers_the_connect_gives_unavailable(
 
 
 @pytest.mark.parametrize(("service", "url"), NETWORKED)
-async def test_a_pool_with_every_connection_busy_gives_unavailable(
-    service: str, url: str, task_group: TaskGroup
-) -> None:
-    async with proxied_store(service, url, task_group, pool_size=1, max_overflow=0) as (
+async def test_a_pool_with_every_connection_busy_gives_unavailable(service: str, url: str) -> None:
+    async with proxied_store(service, url, pool_size=1, max_overflow=0) as (
         store,
         _proxy,
     ):
